@@ -1,0 +1,1 @@
+"""Converters, one module per op family; importing this package registers them all."""

@@ -1,0 +1,1 @@
+"""Converters for ops TensorRT has no single layer for, and user plugins."""

@@ -1,0 +1,19 @@
+from setuptools import setup
+
+setup(
+    name="torch2x",
+    version="0.1.0",
+    description="Convert PyTorch models directly into strongly typed TensorRT networks and engines",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["torch2x", "torch2x.interpreter", "torch2x.converters", "torch2x.plugins"],
+    package_dir={"torch2x.converters": "converters", "torch2x.plugins": "plugins"},
+    install_requires=["torch>=2.4", "numpy"],
+    extras_require={
+        "tensorrt": ["tensorrt>=10.8"],
+        "rtx": ["tensorrt-rtx"],
+        "test": ["pytest>=8", "torchvision", "onnx", "onnxscript", "transformers"],
+    },
+    entry_points={"console_scripts": ["torch2x=torch2x.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""torch2x: PyTorch models to strongly typed TensorRT networks and engines."""

@@ -1,0 +1,5 @@
+"""Network interpreter: run an ``INetworkDefinition`` with PyTorch (see ``core``)."""
+from .core import (  # noqa: F401
+    Env, Interpreter, InterpreterInputError, LayerExecutionError, UnsupportedLayerError, interpret, rule,
+)
+from . import rules_tensor, rules_nn  # noqa: F401,E402  (register the layer rules)

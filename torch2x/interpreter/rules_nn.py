@@ -1,0 +1,1 @@
+"""Rules for neural-network layers (convolution, pooling, normalization, resize, ...)."""
