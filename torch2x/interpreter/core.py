@@ -21,12 +21,21 @@ Rule = Callable[["trt.ILayer", list, "Env"], RuleOutput]
 RULES: dict = {}
 
 
+def layer_type(layer: "trt.ILayer") -> "trt.LayerType":
+    """The ``LayerType`` of a layer, even on classes whose own ``type`` attribute means something else.
+
+    ``IActivationLayer.type`` and ``IPoolingLayer.type`` shadow ``ILayer.type`` with the
+    activation / pooling kind once the layer has its concrete class.
+    """
+    return trt.ILayer.type.__get__(layer)
+
+
 class UnsupportedLayerError(NotImplementedError):
     """The interpreter has no rule for a layer (or for one setting of it)."""
 
     def __init__(self, layer: "trt.ILayer", detail: str = ""):
         self.layer_name = layer.name
-        self.layer_type = str(layer.type).split(".")[-1]
+        self.layer_type = str(layer_type(layer)).split(".")[-1]
         msg = f"the interpreter cannot run layer {layer.name!r} of type {self.layer_type}"
         super().__init__(msg + (f": {detail}" if detail else ""))
 
@@ -147,7 +156,7 @@ class Interpreter:
         device = next(iter(feeds.values())).device if feeds else torch.device("cpu")
         env = self._envs.setdefault(device, Env(device))
         for layer in self.layers:
-            fn = RULES.get(layer.type)
+            fn = RULES.get(layer_type(layer))
             if fn is None:
                 raise UnsupportedLayerError(layer)
             ins = []
@@ -160,7 +169,7 @@ class Interpreter:
                 raise
             except Exception as exc:
                 raise LayerExecutionError(
-                    f"layer {layer.name!r} ({str(layer.type).split('.')[-1]}) failed on inputs "
+                    f"layer {layer.name!r} ({str(layer_type(layer)).split('.')[-1]}) failed on inputs "
                     f"{[None if v is None else tuple(v.shape) for v in ins]}: {exc}"
                 ) from exc
             outs = [out] if isinstance(out, torch.Tensor) else list(out)
@@ -173,7 +182,7 @@ class Interpreter:
                 shape = tuple(declared.shape)
                 if len(shape) != value.dim() or any(d >= 0 and d != s for d, s in zip(shape, value.shape)):
                     raise LayerExecutionError(
-                        f"layer {layer.name!r} ({str(layer.type).split('.')[-1]}) produced output {k} of shape "
+                        f"layer {layer.name!r} ({str(layer_type(layer)).split('.')[-1]}) produced output {k} of shape "
                         f"{tuple(value.shape)}, TensorRT infers {shape}"
                     )
                 values[declared.name] = value
