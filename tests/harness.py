@@ -1,0 +1,67 @@
+"""The converter test harness: convert with the real builder, interpret, compare with PyTorch, build the engine."""
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+
+import torch2x
+from torch2x.structure import flatten
+
+
+class _Wrap(torch.nn.Module):
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64 (absolute error when ref is all zeros)."""
+    diff = (out.double() - ref.double()).norm().item()
+    scale = ref.double().norm().item()
+    return diff / scale if scale > 0 else diff
+
+
+def compare(outputs: Any, reference: Any, rtol: float) -> None:
+    """Every output has the reference's structure, shape and dtype, and is within ``rtol`` relative error."""
+    outs, out_spec = flatten(outputs)
+    refs, ref_spec = flatten(reference)
+    assert out_spec == ref_spec, f"output structure {out_spec} != PyTorch's {ref_spec}"
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        assert tuple(o.shape) == tuple(r.shape), f"output {i}: shape {tuple(o.shape)} != PyTorch's {tuple(r.shape)}"
+        assert o.dtype == r.dtype, f"output {i}: dtype {o.dtype} != PyTorch's {r.dtype}"
+        if r.is_floating_point():
+            assert torch.isfinite(o).all() == torch.isfinite(r).all(), f"output {i}: non-finite values differ"
+            finite = torch.isfinite(r)
+            err = relative_error(o[finite], r[finite])
+            assert err <= rtol, f"output {i}: relative error {err:.3g} > {rtol:g}"
+        else:
+            mismatches = (o != r).sum().item()
+            assert mismatches == 0, f"output {i}: {mismatches} of {r.numel()} elements differ"
+
+
+def check_module(model: Union[torch.nn.Module, Callable], *inputs: Any, rtol: float = 1e-4,
+                 build: bool = True, **options: Any) -> torch2x.ConvertedNetwork:
+    """Convert ``model(*inputs)``, check the interpreted network against PyTorch within ``rtol``
+    (float outputs; others exactly) and that TensorRT builds the engine. Returns the network."""
+    module = model if isinstance(model, torch.nn.Module) else _Wrap(model)
+    module.eval()
+    with torch.no_grad():
+        reference = module(*[_clone(x) for x in inputs])
+    converted = torch2x.build_network(module, [_clone(x) for x in inputs], **options)
+    assert converted.report.ok, str(converted.report)
+    compare(converted.interpret(*[_clone(x) for x in inputs]), reference, rtol)
+    if build:
+        engine = converted.build_engine()
+        assert len(engine) > 0
+    return converted
+
+
+def _clone(x: Any) -> Any:
+    tensors, spec = flatten(x)
+    from torch2x.structure import unflatten
+
+    return unflatten(spec, [t.clone() for t in tensors])

@@ -1,0 +1,250 @@
+"""The conversion context: torch values to network tensors, layer naming, and the shared layer helpers.
+
+Converters reach TensorRT only through a context: ``ctx.network.add_*`` (each layer
+is named ``module.path/op`` automatically), ``ctx.trt(value)`` for any torch tensor,
+parameter or Python scalar, and the helpers below for casts, broadcasting, reshapes
+and axes. Nothing here is specific to one op.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .dtypes import to_torch, to_trt
+from .flavour import trt
+from .precision import PrecisionPolicy
+
+ITensor = "trt.ITensor"
+
+
+class ConversionError(RuntimeError):
+    """A converter cannot express this call (an argument combination TensorRT has no layer for...)."""
+
+
+class _NamedNetwork:
+    """``INetworkDefinition`` whose ``add_*`` methods name each new layer after the call being converted."""
+
+    def __init__(self, network: "trt.INetworkDefinition", ctx: "ConversionContext"):
+        self._network = network
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._network, name)
+        if not (name.startswith("add_") and callable(attr)):
+            return attr
+
+        def add(*args, **kwargs):
+            layer = attr(*args, **kwargs)
+            if layer is None:
+                raise ConversionError(f"TensorRT refused {name} (see the TensorRT log above for why)")
+            self._ctx._name_layer(layer)
+            return layer
+
+        return add
+
+
+class ConversionContext:
+    """Maps torch tensors to network tensors while one forward pass is traced."""
+
+    def __init__(self, network: "trt.INetworkDefinition", policy: Optional[PrecisionPolicy] = None):
+        self.raw_network = network
+        self.network = _NamedNetwork(network, self)
+        self.policy = policy or PrecisionPolicy()
+        self.module_path = ""
+        self.op = "op"
+        self.fp32_region = False  # inside a converter that keeps float32 under reduced precision
+        self._tensors: dict[int, tuple] = {}  # id(torch tensor) -> (tensor kept alive, ITensor)
+        self._constants: dict = {}
+        self._casts: dict = {}  # (tensor name, dtype) -> cast output; cast output name -> source
+        self._cast_sources: dict = {}
+        self._layer_names: dict[str, int] = {}
+        self._keepalive: list = []
+        self._call_name = "op"
+        self._call_layers = 0
+
+    # --- naming -------------------------------------------------------------------
+    def begin_call(self, module_path: str, op: str) -> None:
+        """Layers added from now on belong to ``op`` called in module ``module_path``."""
+        self.module_path, self.op = module_path, op
+        base = f"{module_path}/{op}" if module_path else op
+        n = self._layer_names.get(base, 0)
+        self._layer_names[base] = n + 1
+        self._call_name = base if n == 0 else f"{base}_{n}"
+        self._call_layers = 0
+
+    def _name_layer(self, layer: "trt.ILayer") -> None:
+        name = self._call_name if self._call_layers == 0 else f"{self._call_name}.{self._call_layers}"
+        self._call_layers += 1
+        layer.name = name
+        for k in range(layer.num_outputs):
+            layer.get_output(k).name = name if layer.num_outputs == 1 else f"{name}:{k}"
+
+    # --- torch tensors <-> network tensors ------------------------------------------
+    def bind(self, tensor: torch.Tensor, itensor: "trt.ITensor") -> None:
+        """Record that ``tensor`` (a real torch value of the traced pass) is ``itensor`` in the network."""
+        self._tensors[id(tensor)] = (tensor, itensor)
+
+    def lookup(self, tensor: Any) -> Optional["trt.ITensor"]:
+        """The network tensor of a traced torch tensor, or None for anything else."""
+        entry = self._tensors.get(id(tensor))
+        return entry[1] if entry is not None and entry[0] is tensor else None
+
+    def is_traced(self, value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and self.lookup(value) is not None
+
+    def dtype_for(self, dtype: torch.dtype) -> "trt.DataType":
+        """The network type that holds values PyTorch computes in ``dtype``, under the precision policy."""
+        if dtype.is_floating_point:
+            return trt.DataType.FLOAT if self.fp32_region else self.policy.float_type(dtype)
+        return to_trt(dtype)
+
+    def trt(self, value: Any, dtype: Optional[Union[torch.dtype, "trt.DataType"]] = None) -> "trt.ITensor":
+        """The network tensor for a traced tensor, a parameter/buffer/other tensor, or a Python scalar.
+
+        Untraced tensors and scalars become constants (each tensor object once).
+        ``dtype`` casts the result (a torch dtype goes through the precision policy).
+        """
+        if isinstance(dtype, torch.dtype):
+            dtype = self.dtype_for(dtype)
+        if isinstance(value, torch.Tensor):
+            itensor = self.lookup(value)
+            if itensor is None:
+                itensor = self._tensor_constant(value)
+            elif self.fp32_region and itensor.dtype in (trt.DataType.HALF, trt.DataType.BF16):
+                itensor = self.cast(itensor, trt.DataType.FLOAT)
+        elif isinstance(value, (bool, int, float, np.number)):
+            return self.scalar(value, dtype)
+        elif hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "name"):  # already an ITensor
+            itensor = value
+        else:
+            raise ConversionError(f"{self.op}: cannot turn {type(value).__name__} into a network tensor")
+        return itensor if dtype is None else self.cast(itensor, dtype)
+
+    def _tensor_constant(self, tensor: torch.Tensor) -> "trt.ITensor":
+        key = (id(tensor), self.fp32_region)
+        entry = self._constants.get(key)
+        if entry is not None and entry[0] is tensor:
+            return entry[1]
+        target = self.dtype_for(tensor.dtype)
+        itensor = self.constant(tensor, target)
+        self._constants[key] = (tensor, itensor)
+        return itensor
+
+    def constant(self, value: Union[torch.Tensor, np.ndarray, Sequence], dtype: "trt.DataType") -> "trt.ITensor":
+        """A constant layer holding ``value`` in network type ``dtype``."""
+        t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        t = t.to("cpu")
+        torch_dtype = to_torch(dtype)
+        # numpy has no bfloat16: hold the float32 values and cast inside the network.
+        store = torch.float32 if torch_dtype == torch.bfloat16 else torch_dtype
+        array = np.ascontiguousarray(t.to(store).numpy())
+        self._keepalive.append(array)  # TensorRT keeps a pointer to the weights until the build
+        layer = self.network.add_constant(tuple(array.shape), array)
+        out = layer.get_output(0)
+        return self.cast(out, dtype) if store != torch_dtype else out
+
+    def scalar(self, value: Union[bool, int, float], dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
+        """A rank-0 constant; its type is ``dtype`` or follows Python's (float -> policy float, int -> int64)."""
+        if dtype is None:
+            dtype = (trt.DataType.BOOL if isinstance(value, bool) else
+                     trt.DataType.INT64 if isinstance(value, (int, np.integer)) else self.dtype_for(torch.float32))
+        key = (float(value), str(type(value)), dtype)
+        if key not in self._constants:
+            self._constants[key] = (None, self.constant(np.array(value), dtype))
+        return self._constants[key][1]
+
+    # --- shared layer helpers ----------------------------------------------------------
+    def cast(self, itensor: "trt.ITensor", dtype: Union["trt.DataType", torch.dtype]) -> "trt.ITensor":
+        """``itensor`` in ``dtype``; no layer when it already is, and never a cast straight back."""
+        if isinstance(dtype, torch.dtype):
+            dtype = self.dtype_for(dtype)
+        if itensor.dtype == dtype:
+            return itensor
+        source = self._cast_sources.get(itensor.name)
+        if source is not None and source.dtype == dtype:
+            return source
+        key = (itensor.name, dtype)
+        if key not in self._casts:
+            out = self.network.add_cast(itensor, dtype).get_output(0)
+            self._casts[key] = out
+            self._cast_sources[out.name] = itensor
+        return self._casts[key]
+
+    def reshape(self, itensor: "trt.ITensor", shape: Sequence[int]) -> "trt.ITensor":
+        """``itensor`` reshaped to a static ``shape`` (no layer when it already has it)."""
+        shape = tuple(int(s) for s in shape)
+        if tuple(itensor.shape) == shape:
+            return itensor
+        layer = self.network.add_shuffle(itensor)
+        layer.reshape_dims = shape
+        layer.zero_is_placeholder = False  # torch never means "copy this dim" by 0
+        return layer.get_output(0)
+
+    def permute(self, itensor: "trt.ITensor", order: Sequence[int]) -> "trt.ITensor":
+        """``itensor`` with its axes in ``order`` (no layer for the identity order)."""
+        order = tuple(int(o) for o in order)
+        if order == tuple(range(len(order))):
+            return itensor
+        layer = self.network.add_shuffle(itensor)
+        layer.first_transpose = order
+        return layer.get_output(0)
+
+    def broadcast(self, *itensors: "trt.ITensor") -> list:
+        """The tensors at one rank (leading size-1 dims added), as TensorRT's elementwise layers need."""
+        rank = max(len(t.shape) for t in itensors)
+        return [t if len(t.shape) == rank else self.reshape(t, (1,) * (rank - len(t.shape)) + tuple(t.shape))
+                for t in itensors]
+
+    def elementwise(self, a: Any, b: Any, op: "trt.ElementWiseOperation",
+                    dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
+        """``a op b`` with both operands cast to ``dtype`` (default: ``a``'s type) and broadcast."""
+        ta = self.trt(a) if not isinstance(a, (bool, int, float)) else None
+        dtype = dtype or (ta.dtype if ta is not None else self.trt(b).dtype)
+        ta = self.trt(a, dtype)
+        tb = self.trt(b, dtype)
+        ta, tb = self.broadcast(ta, tb)
+        return self.network.add_elementwise(ta, tb, op).get_output(0)
+
+    def unary(self, x: Any, op: "trt.UnaryOperation") -> "trt.ITensor":
+        return self.network.add_unary(self.trt(x), op).get_output(0)
+
+    def activation(self, x: Any, kind: "trt.ActivationType", alpha: Optional[float] = None,
+                   beta: Optional[float] = None) -> "trt.ITensor":
+        layer = self.network.add_activation(self.trt(x), kind)
+        if alpha is not None:
+            layer.alpha = alpha
+        if beta is not None:
+            layer.beta = beta
+        return layer.get_output(0)
+
+    @staticmethod
+    def output(layer: "trt.ILayer", index: int = 0) -> "trt.ITensor":
+        """The ``index``-th output of ``layer``: what most converters return."""
+        return layer.get_output(index)
+
+    @staticmethod
+    def axis(dim: int, rank: int) -> int:
+        """A torch dim (possibly negative) as a TensorRT axis, with a clear error when out of range."""
+        d = int(dim)
+        if not -max(rank, 1) <= d < max(rank, 1):
+            raise ConversionError(f"dim {dim} is out of range for a tensor of rank {rank}")
+        return d % max(rank, 1)
+
+    @classmethod
+    def axes_mask(cls, dims: Union[int, Iterable[int], None], rank: int) -> int:
+        """A TensorRT axes bitmask for torch ``dims`` (None: every axis)."""
+        if dims is None:
+            dims = range(rank)
+        elif isinstance(dims, int):
+            dims = [dims]
+        mask = 0
+        for d in dims:
+            mask |= 1 << cls.axis(d, rank)
+        return mask
+
+    @staticmethod
+    def shape(itensor: "trt.ITensor") -> tuple:
+        """The static shape of a network tensor (every dim is known while shapes are fixed)."""
+        return tuple(itensor.shape)

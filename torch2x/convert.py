@@ -1,0 +1,30 @@
+"""``torch2x(module, inputs)``: build the network, build the engine, wrap it in a TRTModule."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+from .network import build_network
+from .runtime import TRTModule, module_from_network
+
+
+def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: bool = False,
+            input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None,
+            max_workspace_size: Optional[int] = None, strict: bool = True,
+            keep_fp32: Optional[Iterable[str]] = None) -> TRTModule:
+    """Convert ``module`` (called as ``module(*inputs)``) into a TensorRT engine wrapped in a TRTModule.
+
+    Example::
+
+        model_trt = torch2x(model.eval(), [torch.randn(1, 3, 224, 224)], fp16=True)
+        torch.save(model_trt.state_dict(), "model_trt.pth")
+
+    Raises :class:`UnsupportedOperatorError` (with ``.report``) when calls cannot be
+    converted; see :func:`report` to list them without raising.
+    """
+    converted = build_network(module, inputs, fp16=fp16, bf16=bf16, input_names=input_names,
+                              output_names=output_names, max_workspace_size=max_workspace_size,
+                              strict=strict, keep_fp32=keep_fp32)
+    engine = converted.build_engine()
+    trt_module = module_from_network(converted, engine)
+    trt_module.report = converted.report
+    return trt_module

@@ -1,0 +1,178 @@
+"""From a module and example inputs to a strongly typed network, and from the network to an engine."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from . import flavour
+from .context import ConversionContext
+from .dtypes import to_torch, to_trt
+from .flavour import trt
+from .precision import PrecisionPolicy
+from .report import ConversionReport, UnsupportedOperatorError
+from .structure import flatten, unflatten
+from .tracer import Tracer
+from .trt_logging import LOGGER
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT's builder refused the network."""
+
+
+@dataclass
+class ConvertedNetwork:
+    """A converted network and what is needed to feed it and read it back.
+
+    ``interpret(*inputs)`` runs it on CPU with the project's interpreter and returns
+    outputs in the structure the module returns; ``build_engine()`` serializes it.
+    """
+
+    builder: "trt.Builder"
+    network: "trt.INetworkDefinition"
+    input_names: list
+    output_names: list
+    report: ConversionReport
+    input_spec: Any
+    output_spec: Any
+    max_workspace_size: Optional[int] = None
+    precision: str = "fp32"
+    module_outputs: list = field(default_factory=list)  # (module path, network tensor names) for checks
+    conversion_seconds: float = 0.0
+
+    def feeds(self, *inputs: Any) -> dict:
+        """The interpreter's input dict for positional ``inputs`` laid out like the example's."""
+        tensors, _ = flatten(list(inputs))
+        if len(tensors) != len(self.input_names):
+            raise ValueError(f"expected {len(self.input_names)} input tensors ({self.input_names}), got {len(tensors)}")
+        return dict(zip(self.input_names, tensors))
+
+    def interpret(self, *inputs: Any) -> Any:
+        """Run the network with the interpreter; outputs come back in the module's structure."""
+        from .interpreter import interpret
+
+        values = interpret(self.network, self.feeds(*inputs))
+        return unflatten(self.output_spec, [values[n] for n in self.output_names])
+
+    def build_engine(self) -> bytes:
+        """Serialize the network into an engine plan with TensorRT's builder."""
+        return build_engine(self.builder, self.network, self.max_workspace_size)
+
+
+def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
+                 max_workspace_size: Optional[int] = None, progress_monitor: Any = None) -> bytes:
+    """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages."""
+    config = builder.create_builder_config()
+    if max_workspace_size:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(max_workspace_size))
+    if progress_monitor is not None:
+        config.progress_monitor = progress_monitor
+    LOGGER.take_errors()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError(f"TensorRT ({flavour.describe()}) could not build the engine: "
+                               f"{LOGGER.take_errors() or 'no message'}")
+    return bytes(memoryview(plan))
+
+
+def _add_inputs(ctx: ConversionContext, tensors: list, names: list) -> None:
+    ctx.begin_call("", "input")
+    for name, t in zip(names, tensors):
+        if t.dtype == torch.float64:
+            raise TypeError(f"input {name!r} is float64, which TensorRT has no type for: pass float32 inputs")
+        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.bool,
+                           torch.int8, torch.uint8):
+            raise TypeError(f"input {name!r} has dtype {t.dtype}, which TensorRT cannot take as an input")
+        if ctx.lookup(t) is not None:
+            raise ValueError(f"input {name!r} is the same tensor object as an earlier input: pass a clone")
+        itensor = ctx.raw_network.add_input(name, to_trt(t.dtype), tuple(t.shape))
+        ctx.bind(t, ctx.cast(itensor, ctx.dtype_for(t.dtype)))
+
+
+def _mark_outputs(ctx: ConversionContext, tracer: Tracer, tensors: list, names: list,
+                  report: ConversionReport) -> None:
+    ctx.begin_call("", "output")
+    marked: set = set()
+    inputs = {ctx.raw_network.get_input(i).name for i in range(ctx.raw_network.num_inputs)}
+    for name, t in zip(names, tensors):
+        if tracer.is_poisoned(t):
+            raise UnsupportedOperatorError(report, f"Output {name!r} depends on them.")
+        itensor = ctx.trt(t)  # an untraced output (a buffer, a constant) becomes a constant
+        itensor = ctx.cast(itensor, to_trt(t.dtype))  # reduced precision inside, the module's dtype outside
+        if itensor.name in marked or itensor.name in inputs or itensor.is_network_output:
+            itensor = ctx.network.add_identity(itensor).get_output(0)
+        itensor.name = name
+        ctx.raw_network.mark_output(itensor)
+        marked.add(name)
+
+
+def _names(given: Optional[Sequence[str]], count: int, prefix: str) -> list:
+    if given is None:
+        return [f"{prefix}_{i}" for i in range(count)]
+    given = list(given)
+    if len(given) != count:
+        raise ValueError(f"{len(given)} {prefix} names given for {count} {prefix} tensors")
+    return given
+
+
+def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: bool = False,
+                  input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None,
+                  max_workspace_size: Optional[int] = None, strict: bool = True,
+                  keep_fp32: Optional[Iterable[str]] = None) -> ConvertedNetwork:
+    """Trace ``module(*inputs)`` once and build the strongly typed TensorRT network.
+
+    Example::
+
+        net = torch2x.build_network(model.eval(), [torch.randn(1, 3, 224, 224)])
+        print(net.report)
+        out = net.interpret(x)   # CPU check of the network against model(x)
+
+    ``strict=True`` raises :class:`UnsupportedOperatorError` when any traced call could
+    not be converted; ``strict=False`` only when a network output depends on one.
+    """
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError("inputs must be a list or tuple of the module's positional arguments, e.g. [x]")
+    started = time.perf_counter()
+    builder = trt.Builder(LOGGER)
+    network = flavour.create_network(builder)
+    policy = PrecisionPolicy(fp16=fp16, bf16=bf16, keep_fp32=keep_fp32)
+    ctx = ConversionContext(network, policy)
+    report = ConversionReport()
+    in_tensors, in_spec = flatten(list(inputs))
+    if not in_tensors:
+        raise ValueError("inputs hold no tensor: give example tensors, e.g. [torch.randn(1, 3, 224, 224)]")
+    in_names = _names(input_names, len(in_tensors), "input")
+    _add_inputs(ctx, in_tensors, in_names)
+    was_training = getattr(module, "training", False)
+    if was_training:
+        module.eval()  # an engine is an inference graph: dropout off, batch-norm on running statistics
+    try:
+        with torch.no_grad(), Tracer(ctx, module if isinstance(module, torch.nn.Module) else None, report) as tracer:
+            outputs = module(*inputs)
+    finally:
+        if was_training:
+            module.train()
+    out_tensors, out_spec = flatten(outputs)
+    if not out_tensors:
+        raise ValueError("the module returned no tensor")
+    out_names = _names(output_names, len(out_tensors), "output")
+    if report.unsupported and strict:
+        raise UnsupportedOperatorError(report)
+    _mark_outputs(ctx, tracer, out_tensors, out_names, report)
+    report.num_layers = network.num_layers
+    module_outputs = [(path, [ctx.lookup(t).name if ctx.lookup(t) is not None else None for t in ts])
+                      for path, ts in tracer.module_outputs]
+    return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
+                            max_workspace_size, "fp16" if fp16 else "bf16" if bf16 else "fp32",
+                            module_outputs, time.perf_counter() - started)
+
+
+def report(module: Any, inputs: Sequence[Any], **options: Any) -> ConversionReport:
+    """What ``torch2x`` would not be able to convert, without building an engine or raising."""
+    options["strict"] = False
+    try:
+        return build_network(module, inputs, **options).report
+    except UnsupportedOperatorError as exc:
+        return exc.report

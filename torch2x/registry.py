@@ -1,0 +1,115 @@
+"""The converter registry: which function converts which torch call.
+
+Example::
+
+    @converter("torch.nn.functional.leaky_relu", "torch.Tensor.leaky_relu",
+               signature="input, negative_slope=0.01, inplace=False")
+    def leaky_relu(ctx, call):
+        layer = ctx.network.add_activation(ctx.trt(call.arg("input")), trt.ActivationType.LEAKY_RELU)
+        layer.alpha = call.arg("negative_slope")
+        return ctx.output(layer)
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+_MISSING = object()
+
+
+@dataclass
+class Converter:
+    """A registered converter for one torch name."""
+
+    name: str
+    fn: Callable
+    signature: Optional[inspect.Signature]
+    fp32: bool  # the op runs in float32 under a reduced-precision policy (softmax, norms, exp/log/pow...)
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def _parse_signature(text: str) -> inspect.Signature:
+    namespace: dict = {}
+    exec(f"def _sig({text}): pass", {"inf": float("inf")}, namespace)  # noqa: S102 (our own literal strings)
+    return inspect.signature(namespace["_sig"])
+
+
+def converter(*names: str, signature: Optional[str] = None, fp32: bool = False) -> Callable[[Callable], Callable]:
+    """Register ``fn(ctx, call)`` as the converter of each torch name in ``names``.
+
+    ``signature`` is the torch signature as Python parameter text, with the tensor
+    (``self`` for ``Tensor`` methods) first, named as torch names it (usually
+    ``input``). Without it, the signature of the Python function behind the first
+    name is used (``torch.nn.functional.*`` functions have one). ``fp32=True``
+    keeps the op in float32 when the network runs in reduced precision.
+    A converter may be decorated several times, for aliases with other signatures.
+    """
+
+    def register(fn: Callable) -> Callable:
+        sig = _parse_signature(signature) if signature is not None else None
+        for name in names:
+            CONVERTERS[name] = Converter(name, fn, sig, fp32)
+        return fn
+
+    return register
+
+
+def lookup(name: str) -> Optional[Converter]:
+    """The converter registered for a qualified torch name, or None."""
+    return CONVERTERS.get(name)
+
+
+class Call:
+    """One intercepted torch call: its name, bound arguments, real outputs and module path."""
+
+    def __init__(self, name: str, signature: Optional[inspect.Signature], args: tuple, kwargs: dict,
+                 output: Any, module_path: str):
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs
+        self.output = output
+        self.module_path = module_path
+        self._bound: Optional[dict] = None
+        self._signature = signature
+
+    @property
+    def op(self) -> str:
+        """The short op name used in layer names: ``torch.nn.functional.conv2d`` -> ``conv2d``."""
+        return self.name.rsplit(".", 1)[-1].strip("_") or self.name
+
+    def bound(self) -> dict:
+        """All arguments by parameter name, defaults applied."""
+        if self._bound is None:
+            if self._signature is None:
+                raise TypeError(f"no signature is known for {self.name}; pass signature= to @converter")
+            try:
+                b = self._signature.bind(*self.args, **self.kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{self.name}: arguments do not fit the converter's signature: {exc}") from None
+            b.apply_defaults()
+            self._bound = dict(b.arguments)
+        return self._bound
+
+    def arg(self, name: str, default: Any = _MISSING) -> Any:
+        """The argument named ``name`` (as torch names it), or ``default`` when absent."""
+        values = self.bound()
+        if name in values:
+            return values[name]
+        if default is _MISSING:
+            raise KeyError(f"{self.name} has no argument {name!r}")
+        return default
+
+    def has(self, name: str) -> bool:
+        """Whether the call binds ``name`` to something other than None."""
+        return self.bound().get(name) is not None
+
+
+def signature_of(original: Callable) -> Optional[inspect.Signature]:
+    """The Python signature of a torch function, when it has one (``torch.nn.functional`` does)."""
+    try:
+        return inspect.signature(original)
+    except (TypeError, ValueError):
+        return None

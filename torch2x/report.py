@@ -1,0 +1,110 @@
+"""What could not be converted: a table to print and JSON to keep."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class UnsupportedCall:
+    """One torch op that could not be converted, over every place it was called."""
+
+    op: str
+    reason: str
+    count: int = 0
+    module_paths: Counter = field(default_factory=Counter)
+    example: str = ""
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "reason": self.reason, "count": self.count,
+                "module_paths": dict(self.module_paths), "example": self.example}
+
+
+def describe_value(value: Any) -> str:
+    """``float32[1, 3, 224, 224]`` for tensors, ``repr`` (shortened) for the rest; nested sequences kept."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).replace('torch.', '')}{list(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(describe_value(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class ConversionReport:
+    """Every unsupported torch call of one conversion, grouped by op.
+
+    ``str(report)`` is a table; ``report.to_json()`` serializes it.
+    """
+
+    def __init__(self):
+        self.unsupported: dict[str, UnsupportedCall] = {}
+        self.data_dependent: dict[str, UnsupportedCall] = {}
+        self.converted_calls = 0
+        self.num_layers = 0
+
+    def add_data_dependent(self, op: str, module_path: str, example: str) -> None:
+        """A Python value read from a traced tensor's data: the network keeps the value of this example."""
+        entry = self.data_dependent.setdefault(
+            op, UnsupportedCall(op, "value read from tensor data; frozen at the example's value", example=example))
+        entry.count += 1
+        entry.module_paths[module_path or "<root>"] += 1
+
+    def add_unsupported(self, op: str, module_path: str, reason: str, example: str) -> None:
+        entry = self.unsupported.get(op)
+        if entry is None:
+            entry = self.unsupported[op] = UnsupportedCall(op, reason, example=example)
+        entry.count += 1
+        entry.module_paths[module_path or "<root>"] += 1
+
+    @property
+    def ok(self) -> bool:
+        """True when every traced call was converted."""
+        return not self.unsupported
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "converted_calls": self.converted_calls, "num_layers": self.num_layers,
+                "unsupported": [u.to_dict() for u in self.unsupported.values()],
+                "data_dependent": [u.to_dict() for u in self.data_dependent.values()]}
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        head = f"torch2x report: {self.converted_calls} calls converted into {self.num_layers} layers"
+        warnings = "".join(f"\nwarning: {u.op} at {', '.join(u.module_paths)}: {u.reason}"
+                           for u in self.data_dependent.values())
+        if self.ok:
+            return head + ", no unsupported calls" + warnings
+        rows = [("op", "count", "module paths", "example arguments", "reason")]
+        for u in self.unsupported.values():
+            paths = ", ".join(f"{p} (x{n})" if n > 1 else p for p, n in u.module_paths.most_common(4))
+            if len(u.module_paths) > 4:
+                paths += f", +{len(u.module_paths) - 4} more"
+            rows.append((u.op, str(u.count), paths, u.example, u.reason))
+        widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
+        lines = [head + f", {len(self.unsupported)} unsupported op(s):"]
+        for k, r in enumerate(rows):
+            lines.append("  ".join(cell[:w].ljust(w) for cell, w in zip(r, widths)).rstrip())
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines) + warnings
+
+    __repr__ = __str__
+
+
+class UnsupportedOperatorError(RuntimeError):
+    """Conversion needs torch calls that torch2x cannot convert; ``.report`` lists them."""
+
+    def __init__(self, report: ConversionReport, detail: str = ""):
+        self.report = report
+        ops = ", ".join(f"{u.op} at {', '.join(list(u.module_paths)[:3])}" for u in report.unsupported.values())
+        super().__init__(
+            f"cannot convert: {ops}. {detail}".strip()
+            + "\nWhat to do: rewrite those calls, register a converter with @torch2x.converter, "
+              "or see 'When TensorRT lacks an op' in the README.\n" + str(report)
+        )

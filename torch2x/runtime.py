@@ -1,0 +1,169 @@
+"""TRTModule: a serialized engine as an ``nn.Module`` whose state_dict loads with ``weights_only=True``.
+
+Executing an engine needs an NVIDIA GPU and a TensorRT that can deserialize it;
+everything else (saving, loading, input checks) works anywhere.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Optional
+
+import torch
+
+from . import flavour
+from .dtypes import to_torch
+from .structure import flatten, unflatten
+
+_META_KEYS = ("input_names", "output_names", "input_dtypes", "output_dtypes", "input_shapes", "output_shapes",
+              "input_spec", "output_spec", "flavour", "trt_version", "build_device", "precision")
+
+
+class TRTModuleError(RuntimeError):
+    """A TRTModule cannot run: no engine, no CUDA device, an engine this TensorRT cannot load..."""
+
+
+class TRTModule(torch.nn.Module):
+    """Runs a TensorRT engine on the current CUDA stream.
+
+    Example::
+
+        model_trt = torch2x(model, [x])
+        torch.save(model_trt.state_dict(), "model_trt.pth")
+        restored = TRTModule()
+        restored.load_state_dict(torch.load("model_trt.pth", weights_only=True))
+        y = restored(x.cuda())
+
+    The engine is deserialized on first use. Its state_dict holds the engine as a
+    uint8 tensor and its description (I/O names, dtypes, shapes, nesting, the
+    TensorRT flavour and version, the build device) as plain values.
+    """
+
+    def __init__(self, engine: Optional[bytes] = None, **meta: Any):
+        super().__init__()
+        self.engine_bytes: Optional[bytes] = engine
+        self.meta: dict = {k: meta.get(k) for k in _META_KEYS}
+        self._engine = None
+        self._contexts = threading.local()
+        self._lock = threading.Lock()
+
+    # --- state dict -----------------------------------------------------------------
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.engine_bytes is None:
+            raise TRTModuleError("this TRTModule holds no engine to save")
+        destination[prefix + "engine"] = torch.frombuffer(bytearray(self.engine_bytes), dtype=torch.uint8)
+        for key in _META_KEYS:
+            destination[prefix + key] = self.meta[key]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        engine = state_dict.get(prefix + "engine")
+        if engine is None:
+            missing_keys.append(prefix + "engine")
+            return
+        self.engine_bytes = bytes(engine.cpu().numpy().tobytes())
+        for key in _META_KEYS:
+            if prefix + key in state_dict:
+                self.meta[key] = state_dict[prefix + key]
+            else:
+                missing_keys.append(prefix + key)
+        self._engine = None
+        self._contexts = threading.local()
+
+    # --- deployment files ----------------------------------------------------------------
+    def save_engine(self, path: str) -> str:
+        """Write the raw plan to ``path`` and its I/O description to ``path + '.json'`` (for trtexec, C++)."""
+        if self.engine_bytes is None:
+            raise TRTModuleError("this TRTModule holds no engine to save")
+        with open(path, "wb") as f:
+            f.write(self.engine_bytes)
+        description = {k: self.meta[k] for k in _META_KEYS}
+        with open(path + ".json", "w", encoding="utf-8") as f:
+            json.dump(description, f, indent=2)
+        return path + ".json"
+
+    # --- execution ------------------------------------------------------------------
+    def _load_engine(self):
+        with self._lock:
+            if self._engine is None:
+                if self.engine_bytes is None:
+                    raise TRTModuleError("this TRTModule holds no engine: load a state_dict first")
+                from .trt_logging import LOGGER
+
+                runtime = flavour.trt.Runtime(LOGGER)
+                engine = runtime.deserialize_cuda_engine(self.engine_bytes)
+                if engine is None:
+                    raise TRTModuleError(
+                        f"the engine was built with {self.meta['flavour']} {self.meta['trt_version']} on "
+                        f"{self.meta['build_device']}; the installed {flavour.describe()} cannot deserialize it "
+                        f"here ({LOGGER.take_errors() or 'no message'}). Rebuild the engine on this machine's "
+                        "TensorRT and GPU.")
+                self._runtime, self._engine = runtime, engine
+        return self._engine
+
+    def _execution_context(self):
+        context = getattr(self._contexts, "context", None)
+        if context is None:
+            context = self._load_engine().create_execution_context()
+            if context is None:
+                raise TRTModuleError("TensorRT could not create an execution context (out of GPU memory?)")
+            self._contexts.context = context
+        return context
+
+    def check_inputs(self, tensors: list) -> None:
+        """Refuse inputs whose count, dtype, rank or fixed dims differ from the engine's, before TensorRT sees them."""
+        names = self.meta["input_names"]
+        if len(tensors) != len(names):
+            raise ValueError(f"TRTModule expects {len(names)} input tensors ({names}), got {len(tensors)}")
+        for name, t, dtype, shape in zip(names, tensors, self.meta["input_dtypes"], self.meta["input_shapes"]):
+            if str(t.dtype) != dtype:
+                raise TypeError(f"input {name!r} has dtype {t.dtype}, the engine takes {dtype}")
+            if t.dim() != len(shape) or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
+                raise ValueError(f"input {name!r} has shape {tuple(t.shape)}, the engine takes {tuple(shape)}")
+
+    def forward(self, *inputs: Any) -> Any:
+        tensors, _ = flatten(list(inputs))
+        self.check_inputs(tensors)
+        if not torch.cuda.is_available():
+            raise TRTModuleError("TRTModule runs engines on an NVIDIA GPU and no CUDA device is available; "
+                                 "use torch2x.build_network(...).interpret(...) to check a network on CPU")
+        device = next((t.device for t in tensors if t.is_cuda), None)
+        if device is None or any(not t.is_cuda or t.device != device for t in tensors):
+            raise ValueError(f"TRTModule inputs must all be on one CUDA device; got {[str(t.device) for t in tensors]}")
+        context = self._execution_context()
+        stream = torch.cuda.current_stream(device)
+        tensors = [t.contiguous() for t in tensors]  # TensorRT reads dense row-major buffers
+        for name, t in zip(self.meta["input_names"], tensors):
+            context.set_input_shape(name, tuple(t.shape))
+            context.set_tensor_address(name, t.data_ptr())
+        outputs = []
+        for name, dtype in zip(self.meta["output_names"], self.meta["output_dtypes"]):
+            shape = tuple(context.get_tensor_shape(name))
+            out = torch.empty(shape, dtype=getattr(torch, dtype.replace("torch.", "")), device=device)
+            context.set_tensor_address(name, out.data_ptr())
+            outputs.append(out)
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise TRTModuleError("TensorRT's execute_async_v3 failed (see the torch2x.tensorrt log)")
+        return unflatten(self.meta["output_spec"], outputs)
+
+    def extra_repr(self) -> str:
+        size = len(self.engine_bytes) if self.engine_bytes else 0
+        return f"engine={size} bytes, {self.meta['flavour']} {self.meta['trt_version']}, inputs={self.meta['input_names']}"
+
+
+def module_from_network(converted: Any, engine: bytes) -> TRTModule:
+    """The TRTModule of a :class:`ConvertedNetwork` and its serialized engine."""
+    net = converted.network
+    ins = [net.get_input(i) for i in range(net.num_inputs)]
+    outs = [net.get_output(i) for i in range(net.num_outputs)]
+    build_device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (ahead-of-time build)"
+    return TRTModule(
+        engine,
+        input_names=[t.name for t in ins], output_names=[t.name for t in outs],
+        input_dtypes=[str(to_torch(t.dtype)) for t in ins], output_dtypes=[str(to_torch(t.dtype)) for t in outs],
+        input_shapes=[list(t.shape) for t in ins], output_shapes=[list(t.shape) for t in outs],
+        input_spec=converted.input_spec, output_spec=converted.output_spec,
+        flavour=flavour.NAME, trt_version=flavour.VERSION, build_device=build_device,
+        precision=converted.precision,
+    )

@@ -1,0 +1,332 @@
+"""Tracing by monkey-patching: one forward pass, every torch call seen and converted.
+
+While a :class:`Tracer` is active on a thread, calls to ``torch.*``,
+``torch.nn.functional.*`` and ``torch.Tensor`` methods/operators made on that
+thread are intercepted: the real call runs (so shapes, dtypes and values are the
+real ones), then, if an argument is a traced tensor, the registered converter adds
+the layers. Calls made inside an intercepted call are not converted again. Other
+threads always go straight to the original function, and every patch is restored
+when the last active tracer exits, also on errors.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import types
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from .context import ConversionContext, ConversionError
+from .registry import Call, lookup, signature_of
+from .report import ConversionReport, describe_value
+
+log = logging.getLogger("torch2x")
+_local = threading.local()
+_install_lock = threading.Lock()
+_install_count = 0
+_saved: list = []  # (owner, name, original attribute or _ABSENT)
+_ABSENT = object()
+
+# Tensor methods that are not computations, or whose result we must see through
+# (iterating calls unbind inside; the unbind must be converted, not the iteration).
+_SKIP_TENSOR = {
+    "__init__", "__new__", "__getattribute__", "__getattr__", "__setattr__", "__delattr__", "__repr__",
+    "__str__", "__format__", "__hash__", "__sizeof__", "__reduce__", "__reduce_ex__", "__setstate__",
+    "__getstate__", "__deepcopy__", "__dir__", "__class__", "__init_subclass__", "__subclasshook__",
+    "__torch_function__", "__torch_dispatch__", "__array__", "__array_wrap__", "__array_priority__",
+    "__iter__", "__len__", "__contains__", "__dlpack__", "__dlpack_device__", "__reversed__",
+    "__cuda_array_interface__", "register_hook", "backward", "data_ptr", "storage", "untyped_storage",
+    "__eq__", "__ne__",  # replaced below by explicit wrappers (dunder comparisons are hashed by containers)
+}
+_TENSOR_DUNDERS = {
+    "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__",
+    "__truediv__", "__rtruediv__", "__itruediv__", "__div__", "__rdiv__", "__idiv__", "__floordiv__",
+    "__rfloordiv__", "__ifloordiv__", "__mod__", "__rmod__", "__imod__", "__pow__", "__rpow__", "__ipow__",
+    "__matmul__", "__rmatmul__", "__neg__", "__pos__", "__abs__", "__invert__", "__and__", "__rand__",
+    "__iand__", "__or__", "__ror__", "__ior__", "__xor__", "__rxor__", "__ixor__", "__lshift__",
+    "__rshift__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__getitem__", "__setitem__",
+    "__bool__", "__int__", "__float__", "__index__",
+}
+_TENSOR_PROPERTIES = {"T", "mT", "H", "mH", "data", "real"}
+_SKIP_FUNCTIONS = {
+    "is_tensor", "is_storage", "compile", "load", "save", "typename", "set_printoptions", "manual_seed",
+    "seed", "initial_seed", "get_default_dtype", "set_default_dtype", "is_grad_enabled", "get_rng_state",
+    "set_rng_state", "is_floating_point", "is_complex", "is_nonzero", "numel", "cond", "vmap",
+    "has_torch_function", "has_torch_function_unary", "has_torch_function_variadic", "handle_torch_function",
+    "boolean_dispatch", "assert_int_or_pair", "_assert",
+}
+# Calls whose Python result is read from tensor values: the trace freezes it.
+DATA_DEPENDENT = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"}
+
+
+def _is_function(obj: Any) -> bool:
+    return isinstance(obj, (types.BuiltinFunctionType, types.FunctionType, types.MethodDescriptorType,
+                            types.WrapperDescriptorType))
+
+
+def _targets() -> list:
+    """Every (owner, attribute, qualified name) the tracer wraps."""
+    out = []
+    for owner, prefix in ((torch, "torch"), (torch.nn.functional, "torch.nn.functional"), (torch.special, "torch.special"), (torch.linalg, "torch.linalg"), (torch.fft, "torch.fft")):
+        for name in dir(owner):
+            if name.startswith("_") or name in _SKIP_FUNCTIONS:
+                continue
+            obj = getattr(owner, name, None)
+            if _is_function(obj) and not inspect.isclass(obj):
+                out.append((owner, name, f"{prefix}.{name}", False))
+    for name in dir(torch.Tensor):
+        if name in _SKIP_TENSOR or (name.startswith("_") and name not in _TENSOR_DUNDERS):
+            continue
+        static = inspect.getattr_static(torch.Tensor, name, None)
+        if name in _TENSOR_PROPERTIES and static is not None:
+            out.append((torch.Tensor, name, f"torch.Tensor.{name}", True))
+        elif _is_function(static) or isinstance(static, types.BuiltinFunctionType):
+            out.append((torch.Tensor, name, f"torch.Tensor.{name}", False))
+    for name in ("__eq__", "__ne__"):
+        out.append((torch.Tensor, name, f"torch.Tensor.{name}", False))
+    return out
+
+
+def _wrap(original: Callable, qualname: str) -> Callable:
+    def wrapper(*args, **kwargs):
+        tracer = getattr(_local, "tracer", None)
+        if tracer is None or tracer.busy:
+            return original(*args, **kwargs)
+        return tracer.on_call(original, qualname, args, kwargs)
+
+    try:
+        functools.update_wrapper(wrapper, original)
+    except (AttributeError, TypeError):
+        pass
+    wrapper.__torch2x_original__ = original
+    return wrapper
+
+
+def _wrap_property(descriptor: Any, qualname: str) -> property:
+    getter = descriptor.__get__
+
+    def get(self):
+        tracer = getattr(_local, "tracer", None)
+        if tracer is None or tracer.busy:
+            return getter(self, type(self))
+        return tracer.on_call(lambda t: getter(t, type(t)), qualname, (self,), {})
+
+    def set_(self, value):
+        descriptor.__set__(self, value)
+
+    return property(get, set_ if hasattr(descriptor, "__set__") else None, doc=getattr(descriptor, "__doc__", None))
+
+
+def _install() -> None:
+    global _install_count
+    with _install_lock:
+        if _install_count == 0:
+            try:
+                for owner, name, qualname, is_property in _targets():
+                    original = owner.__dict__.get(name, _ABSENT)
+                    current = inspect.getattr_static(owner, name)
+                    patched = _wrap_property(current, qualname) if is_property else _wrap(getattr(owner, name), qualname)
+                    _saved.append((owner, name, original))
+                    setattr(owner, name, patched)
+            except BaseException:
+                _restore_all()
+                raise
+        _install_count += 1
+
+
+def _restore_all() -> None:
+    while _saved:
+        owner, name, original = _saved.pop()
+        if original is _ABSENT:
+            try:
+                delattr(owner, name)
+            except AttributeError:
+                pass
+        else:
+            setattr(owner, name, original)
+
+
+def _uninstall() -> None:
+    global _install_count
+    with _install_lock:
+        _install_count -= 1
+        if _install_count == 0:
+            _restore_all()
+
+
+def leaves(value: Any) -> Iterator[Any]:
+    """Every leaf of nested tuples, lists and dicts, depth first."""
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from leaves(v)
+    else:
+        yield value
+
+
+def _tensors(value: Any) -> list:
+    return [v for v in leaves(value) if isinstance(v, torch.Tensor)]
+
+
+def _short(qualname: str) -> str:
+    return qualname.rsplit(".", 1)[-1]
+
+
+def _is_inplace(qualname: str) -> bool:
+    short = _short(qualname)
+    if short.startswith("__"):
+        return short == "__setitem__" or (short.startswith("__i") and short not in ("__index__", "__invert__", "__int__"))
+    return short.endswith("_") and qualname.startswith("torch.Tensor.")
+
+
+class Tracer:
+    """Context manager that converts the torch calls of one forward pass on this thread."""
+
+    def __init__(self, ctx: ConversionContext, module: Optional[torch.nn.Module], report: ConversionReport):
+        self.ctx = ctx
+        self.module = module
+        self.report = report
+        self.busy = False
+        self.poisoned: dict[int, torch.Tensor] = {}  # outputs of unconvertible calls, and what derives from them
+        self._stale_bases: dict[int, tuple] = {}  # base tensor id -> (base, ids of views written in place)
+        self._path_stack: list[str] = []
+        self._hooks: list = []
+        self.module_outputs: list = []  # (module path, output tensors) in call order, for layerwise checks
+
+    # --- module paths ---------------------------------------------------------------
+    @property
+    def module_path(self) -> str:
+        return self._path_stack[-1] if self._path_stack else ""
+
+    def _add_hooks(self) -> None:
+        if self.module is None:
+            return
+        for path, sub in self.module.named_modules():
+            def pre(mod, args, _path=path):
+                if getattr(_local, "tracer", None) is self:
+                    self._path_stack.append(_path)
+
+            def post(mod, args, output, _path=path):
+                if getattr(_local, "tracer", None) is self:
+                    if self._path_stack and self._path_stack[-1] == _path:
+                        self._path_stack.pop()
+                    self.module_outputs.append((_path, _tensors(output)))
+
+            self._hooks.append(sub.register_forward_pre_hook(pre))
+            self._hooks.append(sub.register_forward_hook(post))
+
+    def __enter__(self) -> "Tracer":
+        if getattr(_local, "tracer", None) is not None:
+            raise RuntimeError("a torch2x conversion is already running on this thread")
+        _install()
+        try:
+            self._add_hooks()
+        except BaseException:
+            _uninstall()
+            raise
+        _local.tracer = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _local.tracer = None
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        _uninstall()
+
+    # --- the interception ------------------------------------------------------------------
+    def _poison(self, tensors: list) -> None:
+        for t in tensors:
+            self.poisoned[id(t)] = t
+
+    def is_poisoned(self, t: torch.Tensor) -> bool:
+        return self.poisoned.get(id(t)) is t
+
+    def _example(self, args: tuple, kwargs: dict) -> str:
+        parts = [describe_value(a) for a in args] + [f"{k}={describe_value(v)}" for k, v in kwargs.items()]
+        text = ", ".join(parts)
+        return text if len(text) <= 120 else text[:117] + "..."
+
+    def _reads_stale(self, tensors: list) -> bool:
+        for t in tensors:
+            base = t._base if t._base is not None else t
+            entry = self._stale_bases.get(id(base))
+            if entry is not None and entry[0] is base and id(t) not in entry[1]:
+                return True
+        return False
+
+    def on_call(self, original: Callable, qualname: str, args: tuple, kwargs: dict) -> Any:
+        self.busy = True
+        try:
+            out = original(*args, **kwargs)
+        finally:
+            self.busy = False
+        ctx = self.ctx
+        inputs = _tensors((args, kwargs))
+        traced = [t for t in inputs if ctx.lookup(t) is not None]
+        poisoned = [t for t in inputs if self.is_poisoned(t)]
+        if not traced and not poisoned:
+            return out
+        inplace = _is_inplace(qualname)
+        outputs = _tensors(out)
+        if inplace and not outputs:
+            outputs = [args[0]]
+        path = self.module_path
+        if not outputs:
+            if _short(qualname) in DATA_DEPENDENT and traced:
+                self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
+            return out
+        if poisoned:
+            self._poison(outputs)
+            return out
+        if self._reads_stale(traced):
+            self.report.add_unsupported(qualname, path, "reads a tensor that was modified in place through a view; "
+                                        "clone before the in-place op", self._example(args, kwargs))
+            self._poison(outputs)
+            return out
+        conv = lookup(qualname)
+        if conv is None:
+            self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
+            self._poison(outputs)
+            return out
+        call = Call(qualname, conv.signature or signature_of(original), args, kwargs, out, path)
+        self.busy = True
+        ctx.begin_call(path, call.op)
+        ctx.fp32_region = ctx.policy.runs_in_fp32(qualname, path, conv.fp32)
+        try:
+            result = conv.fn(ctx, call)
+            ctx.fp32_region = False
+            produced = list(result) if isinstance(result, (list, tuple)) else [result]
+            if len(produced) != len(outputs):
+                raise ConversionError(f"the converter returned {len(produced)} tensors for {len(outputs)} outputs")
+            bindings = []
+            for t, it in zip(outputs, produced):
+                if it is None:
+                    raise ConversionError("the converter did not produce every output")
+                it = ctx.trt(it)
+                shape = tuple(it.shape)
+                if len(shape) != t.dim() or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
+                    raise ConversionError(f"converter bug: network shape {shape}, PyTorch gives {tuple(t.shape)}")
+                bindings.append((t, ctx.cast(it, t.dtype)))
+        except Exception as exc:  # noqa: BLE001 -- any failure becomes a report entry, never a deep traceback
+            log.debug("converter for %s failed at %s", qualname, path or "<root>", exc_info=True)
+            reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
+            self.report.add_unsupported(qualname, path, reason, self._example(args, kwargs))
+            self._poison(outputs)
+            return out
+        finally:
+            self.busy = False
+            ctx.fp32_region = False
+        for t, it in bindings:
+            ctx.bind(t, it)
+        if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
+            base = args[0]._base
+            entry = self._stale_bases.setdefault(id(base), (base, set()))
+            entry[1].add(id(args[0]))
+        self.report.converted_calls += 1
+        return out

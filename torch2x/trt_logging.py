@@ -1,0 +1,37 @@
+"""TensorRT's log through Python ``logging`` (logger ``torch2x.tensorrt``), with errors kept for messages."""
+from __future__ import annotations
+
+import logging
+
+from .flavour import trt
+
+_log = logging.getLogger("torch2x.tensorrt")
+_LEVELS = {
+    trt.ILogger.Severity.INTERNAL_ERROR: logging.CRITICAL,
+    trt.ILogger.Severity.ERROR: logging.ERROR,
+    trt.ILogger.Severity.WARNING: logging.WARNING,
+    trt.ILogger.Severity.INFO: logging.INFO,
+    trt.ILogger.Severity.VERBOSE: logging.DEBUG,
+}
+
+
+class Logger(trt.ILogger):
+    """An ``ILogger`` that forwards to ``logging`` and remembers the errors of the current step."""
+
+    def __init__(self):
+        trt.ILogger.__init__(self)
+        self.errors: list[str] = []
+
+    def log(self, severity, msg):  # called by TensorRT
+        level = _LEVELS.get(severity, logging.INFO)
+        if level >= logging.ERROR:
+            self.errors.append(msg)
+        _log.log(level, "%s", msg)
+
+    def take_errors(self) -> str:
+        text = "; ".join(self.errors)
+        self.errors.clear()
+        return text
+
+
+LOGGER = Logger()
