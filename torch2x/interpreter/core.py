@@ -97,6 +97,11 @@ def _layers(network: "trt.INetworkDefinition") -> list:
     return [concrete_layer(network.get_layer(i)) for i in range(network.num_layers)]
 
 
+_LOOP_TYPES = {
+    getattr(trt.LayerType, n) for n in ("TRIP_LIMIT", "RECURRENCE", "ITERATOR", "LOOP_OUTPUT") if hasattr(trt.LayerType, n)
+}
+
+
 def _topological(layers: list, available: set) -> list:
     """Layers in an order where every input is computed first (insertion order when it already is)."""
     ordered, pending, ready = [], list(layers), set(available)
@@ -110,6 +115,10 @@ def _topological(layers: list, available: set) -> list:
             else:
                 remaining.append(layer)
         if len(remaining) == len(pending):
+            # A loop body feeds its recurrence layers back: report the loop as unsupported, not as a cycle.
+            loops = [lay for lay in remaining if layer_type(lay) in _LOOP_TYPES and layer_type(lay) not in RULES]
+            if loops:
+                raise UnsupportedLayerError(loops[0], "loops (ILoop) are not supported")
             names = ", ".join(repr(layer.name) for layer in remaining[:5])
             raise LayerExecutionError(f"layers whose inputs are never produced (a cycle or a loop body?): {names}")
         pending = remaining
