@@ -850,3 +850,150 @@ def test_loop_is_unsupported(fresh):
     n.output(loop.add_loop_output(rec.get_output(0), trt.LoopOutput.LAST_VALUE).get_output(0))
     with pytest.raises(UnsupportedLayerError):
         n.run()
+
+
+def test_fill_linspace_static_beta_needs_1d_output(fresh):
+    n = Net(fresh)
+    n.input(torch.zeros(1))
+    layer = n.net.add_fill((2, 2), trt.FillOperation.LINSPACE, trt.int64)
+    n.output(layer.get_output(0))
+    with pytest.raises(LayerExecutionError, match="static beta needs a 1-D output"):
+        n.run()
+
+
+# ----------------------------------------------------------------------------- TensorRT's own arithmetic as reference
+#
+# TensorRT folds small integer "shape tensors" while it infers shapes at network-definition
+# time. Feeding such a tensor (plus an offset) into a fill layer's dimensions makes the values
+# TensorRT computed readable as that fill's inferred shape: an oracle independent of this
+# project and of PyTorch. Each case builds its subgraph twice: once into the oracle network,
+# once into the interpreted one.
+
+OFFSET = 100
+
+
+def _folded_by_tensorrt(builder, make) -> list:
+    from torch2x.flavour import create_network
+
+    net = create_network(builder)
+
+    def const(array):
+        array = np.array(array, copy=True, order="C")
+        return net.add_constant(array.shape, array).get_output(0)
+
+    t = make(net, const)
+    if len(t.shape) != 1:
+        t = net.add_shuffle(t)
+        t.reshape_dims = (-1,)
+        t = t.get_output(0)
+    if t.dtype not in (trt.int32, trt.int64):
+        t = net.add_cast(t, trt.int64).get_output(0)
+    values = []
+    for start in range(0, t.shape[0], 8):  # a fill has at most Dims.MAX_DIMS = 8 dimensions
+        length = min(8, t.shape[0] - start)
+        part = net.add_slice(t, (start,), (length,), (1,)).get_output(0)
+        offset = const(np.full(length, OFFSET, dtype=np.int64 if t.dtype == trt.int64 else np.int32))
+        part = net.add_elementwise(part, offset, EW.SUM).get_output(0)
+        fill = net.add_fill((0,) * length, trt.FillOperation.LINSPACE, trt.float32)
+        fill.set_input(0, part)
+        fill.set_input(1, const(np.array(0, dtype=np.float32)))
+        fill.set_input(2, const(np.ones(length, dtype=np.float32)))
+        dims = list(fill.get_output(0).shape)
+        assert all(d >= 0 for d in dims), f"TensorRT did not fold the values: {dims}"
+        values += [d - OFFSET for d in dims]
+    return values
+
+
+def _interpreted(fresh, make):
+    n = Net(fresh)
+    n.input(torch.zeros(1))
+    n.output(make(n.net, n.const))
+    return n.run()
+
+
+def _ew(op, a, b, dt=np.int64):
+    return lambda net, c: net.add_elementwise(c(np.array(a, dtype=dt)), c(np.array(b, dtype=dt)), op).get_output(0)
+
+
+def _slice(mode, start, size, stride, fill=None):
+    def make(net, c):
+        layer = net.add_slice(c(np.arange(5, dtype=np.int64) * 3), (start,), (size,), (stride,))
+        layer.mode = mode
+        if fill is not None:
+            layer.set_input(4, c(np.array(fill, dtype=np.int64)))
+        return layer.get_output(0)
+    return make
+
+
+def _gather(mode, data, idx, axis=0, ne=0):
+    def make(net, c):
+        layer = net.add_gather_v2(c(np.array(data, dtype=np.int64)), c(np.array(idx, dtype=np.int32)), mode)
+        if mode != trt.GatherMode.ND:
+            layer.axis = axis
+        layer.num_elementwise_dims = ne
+        return layer.get_output(0)
+    return make
+
+
+def _unary(op, values):
+    return lambda net, c: net.add_unary(c(np.array(values, dtype=np.int64)), op).get_output(0)
+
+
+def _reduce(op, keep):
+    return lambda net, c: net.add_reduce(c(np.array([[3, -1, 4], [1, -5, 9]], dtype=np.int64)), op, 1 << 1, keep).get_output(0)
+
+
+def _one_hot(axis):
+    return lambda net, c: net.add_one_hot(c(np.array([[1, -1], [0, 2]], dtype=np.int32)), c(np.array([2, 7], dtype=np.int64)),
+                                          c(np.array(3, dtype=np.int32)), axis).get_output(0)
+
+
+def _linspace(net, c):
+    layer = net.add_fill((3, 2), trt.FillOperation.LINSPACE, trt.int64)
+    layer.set_input(1, c(np.array(-4, dtype=np.int64)))
+    layer.set_input(2, c(np.array([5, 2], dtype=np.int64)))
+    return layer.get_output(0)
+
+
+def _shuffle(net, c):
+    layer = net.add_shuffle(c(np.arange(6, dtype=np.int64).reshape(2, 3)))
+    layer.first_transpose = (1, 0)
+    layer.reshape_dims = (0, -1)
+    return layer.get_output(0)
+
+
+A, B = [-7, 7, -9, 9, 0, 5, -6], [2, -2, 4, -4, 3, -5, 3]
+ORACLE_CASES = {
+    **{f"ew_{op.name}_{np.dtype(dt).name}": _ew(op, A, B, dt)
+       for op in (EW.SUM, EW.SUB, EW.PROD, EW.MAX, EW.MIN, EW.DIV, EW.FLOOR_DIV) for dt in (np.int32, np.int64)},
+    "ew_POW": _ew(EW.POW, [2, -3, 3, 0, -1], [3, 3, 0, 2, 5]),
+    **{f"unary_{op.name}": _unary(op, [-3, 0, 4]) for op in (UN.ABS, UN.NEG, UN.SIGN)},
+    **{f"slice_{m.name}": _slice(m, -3, 9, 1) for m in (SM.WRAP, SM.CLAMP, SM.REFLECT, SM.FILL)},
+    "slice_WRAP_stride": _slice(SM.WRAP, 7, 6, -3),
+    "slice_REFLECT_stride": _slice(SM.REFLECT, -9, 7, 4),
+    "slice_negative_stride": _slice(SM.STRICT_BOUNDS, 4, 3, -2),
+    "gather_default_negative": _gather(trt.GatherMode.DEFAULT, [10, 11, 12, 13, 14], [-1, -5, 2]),
+    "gather_default_axis1": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[-1], [0]], axis=1),
+    "gather_default_elementwise": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[2, -3], [1, -1]], axis=1, ne=1),
+    "gather_element": _gather(trt.GatherMode.ELEMENT, [[1, 2, 3], [4, 5, 6]], [[2, -1, 0], [-3, 1, 1]], axis=1),
+    "gather_nd": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[1, -1], [0, 1], [-2, -3]]),
+    "gather_nd_rows": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[-1], [0]]),
+    "gather_nd_batched": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[2], [-3]], ne=1),
+    **{f"reduce_{op.name}_{keep}": _reduce(op, keep) for op in (RED.SUM, RED.PROD, RED.MAX, RED.MIN) for keep in (True, False)},
+    **{f"one_hot_{axis}": _one_hot(axis) for axis in (0, 1, -1)},
+    "linspace_delta_per_dim": _linspace,
+    "shuffle": _shuffle,
+    "concat": lambda net, c: net.add_concatenation([c(np.array([1], dtype=np.int64)), c(np.array([-2, 3], dtype=np.int64))]).get_output(0),
+    "select": lambda net, c: net.add_select(c(np.array([True, False, True])), c(np.array([1, 2, 3], dtype=np.int64)),
+                                            c(np.array([-5], dtype=np.int64))).get_output(0),
+    "cast_float_to_int_truncates": lambda net, c: net.add_cast(c(np.array([-2.5, -1.5, 1.5, 2.7, -0.9], dtype=np.float32)),
+                                                               trt.int64).get_output(0),
+    "compare": lambda net, c: net.add_cast(_ew(EW.GREATER, A, B)(net, c), trt.int32).get_output(0),
+}
+
+
+@pytest.mark.parametrize("make", list(ORACLE_CASES.values()), ids=list(ORACLE_CASES))
+def test_matches_tensorrt_constant_folding(fresh, make):
+    expected = _folded_by_tensorrt(fresh.builder, make)
+    out = _interpreted(fresh, make)
+    assert out.reshape(-1).tolist() == expected

@@ -377,11 +377,13 @@ def fill(layer, inputs, env):
         if int_out:
             alpha, beta = alpha.round().to(work), beta.round().to(work)
     if op == trt.FillOperation.LINSPACE:
-        # Element [i0, i1, ...] = alpha + sum_k beta[k] * i_k (NvInfer.h FillOperation::kLINSPACE);
-        # a static (scalar) beta is the delta of every dimension.
+        # Element [i0, i1, ...] = alpha + sum_k beta[k] * i_k (NvInfer.h FillOperation::kLINSPACE).
+        # TensorRT rejects a static (scalar) beta unless the output is 1-D.
         beta = beta.reshape(-1)
-        if beta.numel() == 1:
-            beta = beta.expand(len(dims))
+        if not given(2) and len(dims) != 1:
+            raise LayerExecutionError(
+                f"fill layer {layer.name!r}: a static beta needs a 1-D output, got rank {len(dims)} (TensorRT rejects it too)"
+            )
         if beta.numel() != len(dims):
             raise LayerExecutionError(f"fill layer {layer.name!r}: delta has {beta.numel()} entries for rank {len(dims)}")
         out = alpha.clone().expand(dims).clone() if dims else alpha.clone()
