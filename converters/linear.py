@@ -1,0 +1,211 @@
+"""Linear algebra: linear, matmul and its variants (mm, bmm, mv, dot, outer, the add* family), einsum."""
+from __future__ import annotations
+
+import string
+
+import torch
+
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter
+
+MO = trt.MatrixOperation
+Op = trt.ElementWiseOperation
+
+
+def _float_type(ctx, call):
+    if not call.output.is_floating_point():
+        raise ConversionError(f"{call.name} on {call.output.dtype}: TensorRT multiplies matrices of floats only")
+    return ctx.dtype_for(call.output.dtype)
+
+
+def _lead_ones(ctx, t, rank):
+    """``t`` with leading size-1 dims up to ``rank`` (TensorRT's matrix multiply needs equal batch ranks)."""
+    shape = tuple(t.shape)
+    return ctx.reshape(t, (1,) * (rank - len(shape)) + shape) if len(shape) < rank else t
+
+
+def matmul(ctx, a, b, dtype, transpose_b=False):
+    """torch.matmul of two values of any ranks >= 1 (1-D operands are TensorRT vectors)."""
+    a, b = ctx.trt(a, dtype), ctx.trt(b, dtype)
+    ra, rb = len(a.shape), len(b.shape)
+    if ra == 0 or rb == 0:
+        raise ConversionError("matmul of a 0-d tensor")
+    op_b = MO.TRANSPOSE if transpose_b else MO.NONE
+    if ra == 1 and rb == 1:
+        return ctx.network.add_matrix_multiply(a, MO.VECTOR, b, MO.VECTOR).get_output(0)
+    if ra == 1:  # a vector against a collection of matrices: one vector per batch entry
+        a = _lead_ones(ctx, a, rb - 1)
+        return ctx.network.add_matrix_multiply(a, MO.VECTOR, b, op_b).get_output(0)
+    if rb == 1:
+        b = _lead_ones(ctx, b, ra - 1)
+        return ctx.network.add_matrix_multiply(a, MO.NONE, b, MO.VECTOR).get_output(0)
+    rank = max(ra, rb)
+    a, b = _lead_ones(ctx, a, rank), _lead_ones(ctx, b, rank)
+    return ctx.network.add_matrix_multiply(a, MO.NONE, b, op_b).get_output(0)
+
+
+def _scaled(ctx, value, factor, dtype):
+    return value if factor == 1 else ctx.elementwise(value, float(factor), Op.PROD, dtype)
+
+
+def _add_scaled(ctx, call, product, dtype):
+    """``beta * input + alpha * product`` as torch's add* ops define it (beta=0 ignores input, NaN included)."""
+    beta, alpha = call.arg("beta"), call.arg("alpha")
+    product = _scaled(ctx, product, alpha, dtype)
+    if beta == 0:
+        return product
+    return ctx.elementwise(_scaled(ctx, ctx.trt(call.arg("input"), dtype), beta, dtype), product, Op.SUM, dtype)
+
+
+@converter("torch.nn.functional.linear", signature="input, weight, bias=None")
+def linear(ctx, call):
+    dtype = _float_type(ctx, call)
+    x = ctx.trt(call.arg("input"), dtype)
+    rank = len(x.shape)
+    weight = ctx.trt(call.arg("weight"), dtype)
+    if len(weight.shape) == 1:
+        y = matmul(ctx, x, weight, dtype)
+    elif rank == 1:
+        y = ctx.network.add_matrix_multiply(weight, MO.NONE, x, MO.VECTOR).get_output(0)
+    else:
+        y = matmul(ctx, x, weight, dtype, transpose_b=True)
+    if call.has("bias"):
+        y = ctx.elementwise(y, call.arg("bias"), Op.SUM, dtype)
+    return y
+
+
+@converter("torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__", signature="input, other, *, out=None")
+@converter("torch.mm", "torch.Tensor.mm", "torch.bmm", "torch.Tensor.bmm", signature="input, mat2, *, out=None")
+@converter("torch.mv", "torch.Tensor.mv", signature="input, vec, *, out=None")
+@converter("torch.dot", "torch.Tensor.dot", "torch.vdot", "torch.Tensor.vdot", signature="input, tensor, *, out=None")
+def matmul_like(ctx, call):
+    a, b = list(call.bound().values())[:2]
+    return matmul(ctx, a, b, _float_type(ctx, call))
+
+
+@converter("torch.Tensor.__rmatmul__", signature="input, other")
+def rmatmul(ctx, call):
+    return matmul(ctx, call.arg("other"), call.arg("input"), _float_type(ctx, call))
+
+
+@converter("torch.addmm", "torch.Tensor.addmm", "torch.baddbmm", "torch.Tensor.baddbmm",
+           signature="input, mat1, mat2, *, beta=1, alpha=1, out=None")
+@converter("torch.addmv", "torch.Tensor.addmv", signature="input, mat1, mat2, *, beta=1, alpha=1, out=None")
+def addmm(ctx, call):
+    dtype = _float_type(ctx, call)
+    return _add_scaled(ctx, call, matmul(ctx, call.arg("mat1"), call.arg("mat2"), dtype), dtype)
+
+
+@converter("torch.addbmm", "torch.Tensor.addbmm", signature="input, batch1, batch2, *, beta=1, alpha=1, out=None")
+def addbmm(ctx, call):
+    # The sum over the batch of b1[i] @ b2[i] is one matrix product over (batch, k) pairs.
+    dtype = _float_type(ctx, call)
+    b1, b2 = ctx.trt(call.arg("batch1"), dtype), ctx.trt(call.arg("batch2"), dtype)
+    (nb, n, k), (_, _, p) = tuple(b1.shape), tuple(b2.shape)
+    a = ctx.reshape(ctx.permute(b1, (1, 0, 2)), (n, nb * k))
+    product = matmul(ctx, a, ctx.reshape(b2, (nb * k, p)), dtype)
+    return _add_scaled(ctx, call, product, dtype)
+
+
+def _outer(ctx, a, b, dtype):
+    a, b = ctx.trt(a, dtype), ctx.trt(b, dtype)
+    return ctx.elementwise(ctx.reshape(a, (a.shape[0], 1)), b, Op.PROD, dtype)
+
+
+@converter("torch.outer", "torch.Tensor.outer", "torch.ger", "torch.Tensor.ger", signature="input, vec2, *, out=None")
+def outer(ctx, call):
+    dtype = ctx.dtype_for(call.output.dtype)
+    return _outer(ctx, call.arg("input"), call.arg("vec2"), dtype)
+
+
+@converter("torch.addr", "torch.Tensor.addr", signature="input, vec1, vec2, *, beta=1, alpha=1, out=None")
+def addr(ctx, call):
+    dtype = _float_type(ctx, call)
+    return _add_scaled(ctx, call, _outer(ctx, call.arg("vec1"), call.arg("vec2"), dtype), dtype)
+
+
+# ----------------------------------------------------------------------------- einsum
+
+def _einsum_equation(equation, ranks):
+    """torch's einsum equation rewritten for TensorRT: lower-case labels only, no ellipsis, explicit output."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise ConversionError(f"einsum equation {equation!r} names {len(terms)} operands, got {len(ranks)}")
+    labels = [t.replace("...", "") for t in terms]
+    ellipsis_dims = [rank - len(lab) if "..." in t else 0 for t, lab, rank in zip(terms, labels, ranks)]
+    used = set("".join(labels) + rhs.replace("...", ""))
+    if not arrow:  # implicit output: broadcast dims, then labels seen once, in ASCII order (as torch orders them)
+        counts = {c: "".join(labels).count(c) for c in set("".join(labels))}
+        rhs = ("..." if any(ellipsis_dims) else "") + "".join(sorted(c for c, n in counts.items() if n == 1))
+    free = [c for c in string.ascii_lowercase if c not in used]
+    renamed = {c: c for c in used if c.islower()}
+    for c in sorted(used):
+        if not c.islower():
+            if not free:
+                raise ConversionError(f"einsum equation {equation!r} has more labels than TensorRT's 26")
+            renamed[c] = free.pop(0)
+    n_ell = max(ellipsis_dims)
+    if n_ell > len(free):
+        raise ConversionError(f"einsum equation {equation!r} has more labels than TensorRT's 26")
+    ell = "".join(free[:n_ell])
+
+    def rewrite(term, n):
+        head, dots, tail = term.partition("...")
+        out = "".join(renamed[c] for c in head)
+        if dots:
+            out += ell[len(ell) - n:]
+        return out + "".join(renamed[c] for c in tail)
+
+    new_terms = [rewrite(t, n) for t, n in zip(terms, ellipsis_dims)]
+    return ",".join(new_terms) + "->" + rewrite(rhs, n_ell)
+
+
+def einsum_layer(ctx, equation, operands, dtype):
+    """An einsum layer for torch's ``equation`` (ellipsis and upper-case labels rewritten)."""
+    tensors = [ctx.trt(o, dtype) for o in operands]
+    eq = _einsum_equation(equation, [len(t.shape) for t in tensors])
+    return ctx.network.add_einsum(tensors, eq).get_output(0)
+
+
+@converter("torch.einsum", signature="equation, *operands")
+def einsum(ctx, call):
+    operands = call.arg("operands")
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = operands[0]
+    equation = call.arg("equation")
+    if not isinstance(equation, str):
+        raise ConversionError("einsum in sublist format: write the equation as a string")
+    return einsum_layer(ctx, equation, operands, _float_type(ctx, call))
+
+
+@converter("torch.tensordot", signature="a, b, dims=2, out=None")
+def tensordot(ctx, call):
+    a, b, dims = call.arg("a"), call.arg("b"), call.arg("dims")
+    ra, rb = a.dim(), b.dim()
+    if isinstance(dims, torch.Tensor):
+        dims = dims.tolist()
+    if isinstance(dims, int):
+        dims_a, dims_b = list(range(ra - dims, ra)), list(range(dims))
+    else:
+        dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
+    letters = iter(string.ascii_lowercase)
+    la = [next(letters) for _ in range(ra)]
+    lb = [next(letters) for _ in range(rb)]
+    for da, db in zip(dims_a, dims_b):
+        lb[db % rb] = la[da % ra]
+    contracted = set(la[d % ra] for d in dims_a)
+    out = [c for c in la if c not in contracted] + [c for c in lb if c not in contracted]
+    eq = f"{''.join(la)},{''.join(lb)}->{''.join(out)}"
+    return einsum_layer(ctx, eq, [a, b], _float_type(ctx, call))
+
+
+@converter("torch.nn.functional.bilinear", "torch.bilinear", signature="input1, input2, weight, bias=None")
+def bilinear(ctx, call):
+    dtype = _float_type(ctx, call)
+    y = einsum_layer(ctx, "...i,kij,...j->...k", [call.arg("input1"), call.arg("weight"), call.arg("input2")], dtype)
+    if call.has("bias"):
+        y = ctx.elementwise(y, call.arg("bias"), Op.SUM, dtype)
+    return y
