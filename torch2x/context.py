@@ -244,6 +244,18 @@ class ConversionContext:
             mask |= 1 << cls.axis(d, rank)
         return mask
 
+    def spatial_layout(self, itensor: "trt.ITensor", spatial: int) -> "trt.ITensor":
+        """``itensor`` (``[N,] C, *spatial``) in the ``N, C, *spatial`` layout with 2 or 3 spatial dims
+        that TensorRT's convolution and pooling layers take: an unbatched input gets N=1 and a single
+        spatial dim gets a trailing dim of 1 (extend the window/stride/padding with 1/1/0).
+        Reshape the layer's output back with ``ctx.reshape(out, call.output.shape)``."""
+        shape = tuple(itensor.shape)
+        if len(shape) == spatial + 1:
+            shape = (1,) + shape
+        if spatial == 1:
+            shape = shape + (1,)
+        return self.reshape(itensor, shape)
+
     @staticmethod
     def shape(itensor: "trt.ITensor") -> tuple:
         """The static shape of a network tensor (every dim is known while shapes are fixed)."""

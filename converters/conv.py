@@ -1,0 +1,95 @@
+"""Convolutions and transposed convolutions (1-d to 3-d) as TensorRT (de)convolution layers."""
+from __future__ import annotations
+
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter
+
+_CONV = "input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1"
+_CONV_T = "input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1"
+
+
+def ntuple(value, n: int) -> tuple:
+    """A torch int-or-sequence argument as ``n`` ints (one value repeats)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return (int(value[0]),) * n
+        if len(value) != n:
+            raise ConversionError(f"expected {n} values, got {list(value)}")
+        return tuple(int(v) for v in value)
+    return (int(value),) * n
+
+
+def _padding(call, n: int, kernel: tuple, dilation: tuple) -> tuple:
+    padding = call.arg("padding")
+    if padding == "valid":
+        return (0,) * n, (0,) * n
+    if padding == "same":
+        # torch puts the odd element of the total padding at the end.
+        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+    pad = ntuple(padding, n)
+    return pad, pad
+
+
+def _bias(ctx, call, dtype, maps: int, rank: int):
+    return ctx.reshape(ctx.trt(call.arg("bias"), dtype), (1, maps) + (1,) * (rank - 2))
+
+
+def _convolution(n: int, transposed: bool):
+    def convert(ctx, call):
+        x = ctx.trt(call.arg("input"))
+        weight = call.arg("weight")
+        # The kernel is the layer's second input rather than trt.Weights: strongly typed builds accept
+        # both, but only a tensor input also serves kernels computed in the forward pass (weight
+        # standardization, tied weights), and ctx.trt makes each parameter one constant in x's type.
+        kernel_t = ctx.trt(weight, x.dtype)
+        kernel = tuple(weight.shape[2:])
+        groups = int(call.arg("groups"))
+        stride = ntuple(call.arg("stride"), n)
+        dilation = ntuple(call.arg("dilation"), n)
+        pre, post = _padding(call, n, kernel, dilation)
+        output_padding = ntuple(call.arg("output_padding"), n) if transposed else (0,) * n
+        # TensorRT's deconvolution has no output padding: it crops less at the end, and where the
+        # output padding exceeds the padding the extra rows are zeros (plus bias) appended after.
+        post = tuple(p - o for p, o in zip(post, output_padding))
+        extend = tuple(max(-p, 0) for p in post)
+        post = tuple(max(p, 0) for p in post)
+        if n == 1:  # TensorRT convolves 2-d or 3-d windows only
+            kernel_t = ctx.reshape(kernel_t, tuple(weight.shape) + (1,))
+            kernel, stride, dilation = kernel + (1,), stride + (1,), dilation + (1,)
+            pre, post, extend = pre + (0,), post + (0,), extend + (0,)
+        xs = ctx.spatial_layout(x, n)
+        if transposed:
+            maps = weight.shape[1] * groups
+            layer = ctx.network.add_deconvolution_nd(xs, maps, kernel, trt.Weights(), trt.Weights())
+        else:
+            maps = weight.shape[0]
+            layer = ctx.network.add_convolution_nd(xs, maps, kernel, trt.Weights(), trt.Weights())
+        layer.set_input(1, kernel_t)
+        layer.stride_nd = stride
+        layer.dilation_nd = dilation
+        layer.pre_padding = pre
+        layer.post_padding = post
+        layer.num_groups = groups
+        late_bias = call.has("bias") and any(extend)
+        if call.has("bias") and not late_bias:
+            layer.set_input(2, ctx.trt(call.arg("bias"), x.dtype))
+        y = layer.get_output(0)
+        if any(extend):
+            shape = tuple(y.shape)
+            grown = shape[:2] + tuple(s + e for s, e in zip(shape[2:], extend))
+            pad = ctx.network.add_slice(y, (0,) * len(shape), grown, (1,) * len(shape))
+            pad.mode = trt.SampleMode.FILL  # reads past the end are 0
+            y = pad.get_output(0)
+            if late_bias:
+                y = ctx.elementwise(y, _bias(ctx, call, x.dtype, maps, len(shape)), trt.ElementWiseOperation.SUM)
+        return ctx.reshape(y, call.output.shape)
+
+    return convert
+
+
+for _n in (1, 2, 3):
+    converter(f"torch.conv{_n}d", f"torch.nn.functional.conv{_n}d", signature=_CONV)(_convolution(_n, False))
+    converter(f"torch.conv_transpose{_n}d", f"torch.nn.functional.conv_transpose{_n}d",
+              signature=_CONV_T)(_convolution(_n, True))
