@@ -158,12 +158,12 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     if not out_tensors:
         raise ValueError("the module returned no tensor")
     out_names = _names(output_names, len(out_tensors), "output")
+    report.num_layers = network.num_layers
     if report.unsupported and strict:
         raise UnsupportedOperatorError(report)
     _mark_outputs(ctx, tracer, out_tensors, out_names, report)
     report.num_layers = network.num_layers
-    module_outputs = [(path, [ctx.lookup(t).name if ctx.lookup(t) is not None else None for t in ts])
-                      for path, ts in tracer.module_outputs]
+    module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
                             max_workspace_size, "fp16" if fp16 else "bf16" if bf16 else "fp32",
                             module_outputs, time.perf_counter() - started)

@@ -169,7 +169,8 @@ def leaves(value: Any) -> Iterator[Any]:
         yield value
 
 
-def _tensors(value: Any) -> list:
+def tensor_leaves(value: Any) -> list:
+    """The tensors among the leaves of nested tuples, lists and dicts."""
     return [v for v in leaves(value) if isinstance(v, torch.Tensor)]
 
 
@@ -196,7 +197,7 @@ class Tracer:
         self._stale_bases: dict[int, tuple] = {}  # base tensor id -> (base, ids of views written in place)
         self._path_stack: list[str] = []
         self._hooks: list = []
-        self.module_outputs: list = []  # (module path, output tensors) in call order, for layerwise checks
+        self.module_outputs: list = []  # (module path, [network tensor or None]) in call order, for checks
 
     # --- module paths ---------------------------------------------------------------
     @property
@@ -215,7 +216,8 @@ class Tracer:
                 if getattr(_local, "tracer", None) is self:
                     if self._path_stack and self._path_stack[-1] == _path:
                         self._path_stack.pop()
-                    self.module_outputs.append((_path, _tensors(output)))
+                    # network tensors as they are now: a later in-place op rebinds the torch tensor
+                    self.module_outputs.append((_path, [self.ctx.lookup(t) for t in tensor_leaves(output)]))
 
             self._hooks.append(sub.register_forward_pre_hook(pre))
             self._hooks.append(sub.register_forward_hook(post))
@@ -267,13 +269,13 @@ class Tracer:
         finally:
             self.busy = False
         ctx = self.ctx
-        inputs = _tensors((args, kwargs))
+        inputs = tensor_leaves((args, kwargs))
         traced = [t for t in inputs if ctx.lookup(t) is not None]
         poisoned = [t for t in inputs if self.is_poisoned(t)]
         if not traced and not poisoned:
             return out
         inplace = _is_inplace(qualname)
-        outputs = _tensors(out)
+        outputs = tensor_leaves(out)
         if inplace and not outputs:
             outputs = [args[0]]
         path = self.module_path

@@ -1,0 +1,5 @@
+import sys
+
+from torch2x.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Layerwise check on CPU: the interpreted network against PyTorch, module by module."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .interpreter import Interpreter
+from .network import ConvertedNetwork, build_network
+from .structure import flatten
+from .tracer import tensor_leaves
+
+
+@dataclass
+class LayerComparison:
+    """One compared tensor: a module's output (by module path) or a network output."""
+
+    name: str
+    max_abs_error: float
+    relative_error: float
+    ok: bool
+
+
+@dataclass
+class CheckResult:
+    """Every comparison of one check, in execution order; ``first_failure`` is where numbers go wrong."""
+
+    rows: list = field(default_factory=list)
+    tolerance: float = 1e-4
+    network: Optional[ConvertedNetwork] = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    @property
+    def first_failure(self) -> Optional[LayerComparison]:
+        return next((r for r in self.rows if not r.ok), None)
+
+    @property
+    def outputs(self) -> list:
+        return [r for r in self.rows if r.name.startswith("output ")]
+
+    def __str__(self) -> str:
+        width = max([len(r.name) for r in self.rows] + [12])
+        lines = [f"{'output/layer'.ljust(width)}  {'max abs err':>11}  {'rel err':>9}",
+                 f"{'-' * width}  {'-' * 11}  {'-' * 9}"]
+        first = self.first_failure
+        for r in self.rows:
+            mark = "  <-- first above tolerance" if r is first else ("  !" if not r.ok else "")
+            lines.append(f"{r.name.ljust(width)}  {r.max_abs_error:11.3g}  {r.relative_error:9.3g}{mark}")
+        verdict = "ok" if self.ok else f"FAILED at {first.name}"
+        lines.append(f"check: {verdict} (relative error tolerance {self.tolerance:g})")
+        return "\n".join(lines)
+
+
+def _compare(name: str, out: torch.Tensor, ref: torch.Tensor, tolerance: float) -> LayerComparison:
+    if out.shape != ref.shape:
+        return LayerComparison(name, float("inf"), float("inf"), False)
+    if not ref.is_floating_point():
+        wrong = (out != ref).sum().item()
+        return LayerComparison(name, float(wrong), float(wrong), wrong == 0)
+    diff = (out.double() - ref.double())
+    scale = ref.double().norm().item()
+    rel = diff.norm().item() / scale if scale > 0 else diff.norm().item()
+    return LayerComparison(name, diff.abs().max().item() if diff.numel() else 0.0, rel, rel <= tolerance)
+
+
+def check(module: torch.nn.Module, inputs: Sequence[Any], tolerance: float = 1e-4, **options: Any) -> CheckResult:
+    """Convert ``module``, run the network in the interpreter and PyTorch side by side, compare each
+    submodule's output (matched through the network's tensors) and every network output.
+
+    Example::
+
+        result = torch2x.check(model, [x])
+        print(result)            # table; the first layer above tolerance is marked
+        assert result.ok
+    """
+    converted = build_network(module, inputs, **options)
+    names = [(path, tensor_names) for path, tensor_names in converted.module_outputs]
+    references: list = []
+    hooks = []
+    if isinstance(module, torch.nn.Module):
+        for path, sub in module.named_modules():
+            hooks.append(sub.register_forward_hook(
+                lambda m, a, out, _p=path: references.append((_p, [t.clone() for t in tensor_leaves(out)]))))
+    try:
+        with torch.no_grad():
+            reference_out = module(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    wanted = {n for _, ns in names for n in ns if n is not None}
+    values = Interpreter(converted.network)(converted.feeds(*inputs), capture=sorted(wanted))
+    result = CheckResult(tolerance=tolerance, network=converted)
+    for (path, tensor_names), (ref_path, ref_tensors) in zip(names, references):
+        if path != ref_path or not path:
+            continue
+        for k, (n, ref) in enumerate(zip(tensor_names, ref_tensors)):
+            if n is not None:
+                label = path if len(tensor_names) == 1 else f"{path}[{k}]"
+                result.rows.append(_compare(label, values[n], ref, tolerance))
+    for name, ref in zip(converted.output_names, flatten(reference_out)[0]):
+        result.rows.append(_compare(f"output {name}", values[name], ref, tolerance))
+    return result

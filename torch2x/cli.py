@@ -1,0 +1,230 @@
+"""The ``torch2x`` command: convert, report, check and bench a model from the terminal.
+
+    torch2x convert torchvision:resnet18 -o resnet18_trt.pth
+    torch2x report path/to/model.py:make_model --shape 1,3,64,64 --json
+    torch2x check timm:convnext_tiny --tolerance 1e-4
+
+Bad input is a one-line error and exit code 2; a failed check exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(message)
+
+
+def load_model(spec: str) -> Any:
+    """``torchvision:NAME``, ``timm:NAME`` or ``path/to/file.py:factory`` -> a module in eval mode."""
+    if ":" not in spec:
+        raise UsageError(f"model {spec!r} is not of the form torchvision:NAME, timm:NAME or path/to/file.py:factory")
+    source, name = spec.rsplit(":", 1)
+    if source == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            raise UsageError(f"torchvision has no model {name!r} (see torchvision.models.list_models())")
+        try:  # random weights: nothing is downloaded
+            model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+        except TypeError:
+            model = torchvision.models.get_model(name, weights=None)
+    elif source == "timm":
+        try:
+            timm = importlib.import_module("timm")
+        except ImportError:
+            raise UsageError("timm is not installed: pip install timm") from None
+        try:
+            model = timm.create_model(name, pretrained=False)
+        except RuntimeError as exc:
+            raise UsageError(f"timm cannot create {name!r}: {exc}") from None
+    else:
+        if not os.path.isfile(source):
+            raise UsageError(f"no file {source!r} (model spec {spec!r})")
+        module_spec = importlib.util.spec_from_file_location("torch2x_user_model", source)
+        user = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(user)
+        except Exception as exc:  # noqa: BLE001 -- the user's file, reported in one line
+            raise UsageError(f"{source} failed to import: {type(exc).__name__}: {exc}") from None
+        factory = getattr(user, name, None)
+        if not callable(factory):
+            raise UsageError(f"{source} has no callable {name!r}")
+        model = factory()
+    return model.eval()
+
+
+def _shapes(values: Optional[Sequence[str]]) -> list:
+    try:
+        return [tuple(int(d) for d in v.replace("x", ",").split(",")) for v in (values or ["1,3,224,224"])]
+    except ValueError:
+        raise UsageError(f"--shape takes comma-separated integers like 1,3,224,224; got {values}") from None
+
+
+def _inputs(args) -> list:
+    import torch
+
+    torch.manual_seed(args.seed)
+    return [torch.randn(s) for s in _shapes(args.shape)]
+
+
+def _options(args) -> dict:
+    if getattr(args, "int8", False):
+        raise UsageError("--int8 needs calibration support, which this version of torch2x does not have yet")
+    if getattr(args, "dynamic", None):
+        raise UsageError("--dynamic needs dynamic-shape support, which this version of torch2x does not have yet")
+    return {"fp16": args.fp16, "bf16": args.bf16}
+
+
+def _build(model: Any, inputs: list, options: dict):
+    import torch2x
+
+    try:
+        return torch2x.build_network(model, inputs, strict=False, **options)
+    except torch2x.UnsupportedOperatorError as exc:
+        return exc.report
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+        raise UsageError(f"the model failed on inputs of shape {shapes}: {str(exc).splitlines()[0]}") from None
+
+
+def _relative_error(out, ref) -> float:
+    diff = (out.double() - ref.double()).norm().item()
+    scale = ref.double().norm().item()
+    return diff / scale if scale else diff
+
+
+def cmd_convert(args) -> int:
+    import torch
+
+    import torch2x
+    from torch2x.runtime import module_from_network
+    from torch2x.structure import flatten
+
+    model, inputs = load_model(args.model), _inputs(args)
+    started = time.perf_counter()
+    net = _build(model, inputs, _options(args))
+    rep = net if isinstance(net, torch2x.ConversionReport) else net.report
+    print(rep)
+    if not rep.ok:
+        print(f"torch2x: cannot convert {args.model}: unsupported ops above", file=sys.stderr)
+        return 1
+    print(f"converted {args.model} in {time.perf_counter() - started:.1f} s: {net.network.num_layers} layers")
+    if not args.no_check:
+        with torch.no_grad():
+            reference = flatten(model(*inputs))[0]
+        outputs = flatten(net.interpret(*inputs))[0]
+        for name, out, ref in zip(net.output_names, outputs, reference):
+            print(f"interpreter vs PyTorch, {name}: relative error {_relative_error(out, ref):.2e}")
+    started = time.perf_counter()
+    engine = net.build_engine()
+    print(f"engine built in {time.perf_counter() - started:.1f} s: {len(engine) / 2**20:.1f} MiB")
+    trt_module = module_from_network(net, engine)
+    torch.save(trt_module.state_dict(), args.output)
+    print(f"saved state dict to {args.output} (load with torch.load(path, weights_only=True))")
+    if args.plan:
+        trt_module.save_engine(args.plan)
+        print(f"saved engine plan to {args.plan} and its I/O description to {args.plan}.json")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import torch2x
+
+    model, inputs = load_model(args.model), _inputs(args)
+    try:
+        rep = torch2x.report(model, inputs, **_options(args))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
+    print(rep.to_json() if args.json else rep)
+    return 0 if rep.ok else 1
+
+
+def cmd_check(args) -> int:
+    import torch2x
+
+    model, inputs = load_model(args.model), _inputs(args)
+    try:
+        result = torch2x.check(model, inputs, tolerance=args.tolerance, strict=True, **_options(args))
+    except torch2x.UnsupportedOperatorError as exc:
+        print(exc.report)
+        return 1
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
+    print(result)
+    return 0 if result.ok else 1
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from torch2x import flavour
+
+    if not torch.cuda.is_available():
+        print("torch2x bench: no CUDA device here; engines run only on an NVIDIA GPU. Nothing to measure.")
+        return 0
+    from .bench import bench
+
+    print(bench(load_model(args.model), _inputs(args), **_options(args)))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="torch2x", description="Convert PyTorch models into TensorRT engines.")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, fn, text in (("convert", cmd_convert, "convert a model and save its TRTModule state dict"),
+                           ("report", cmd_report, "list the ops that cannot be converted"),
+                           ("check", cmd_check, "compare the network with PyTorch layer by layer on CPU"),
+                           ("bench", cmd_bench, "time the engine against PyTorch (needs an NVIDIA GPU)")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(fn=fn)
+        p.add_argument("model", help="torchvision:NAME, timm:NAME or path/to/file.py:factory")
+        p.add_argument("--shape", action="append", help="input shape, e.g. 1,3,224,224 (repeat for several inputs)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random example inputs")
+        p.add_argument("--fp16", action="store_true", help="float16 weights and activations")
+        p.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations")
+        p.add_argument("--int8", action="store_true", help="INT8 by explicit quantization (needs --calib)")
+        p.add_argument("--calib", help="directory of calibration inputs (.pt tensors)")
+        p.add_argument("--dynamic", action="append", help="dynamic dimension, e.g. 0:1:8:32 (dim:min:opt:max)")
+        if name == "convert":
+            p.add_argument("-o", "--output", required=True, help="where to save the TRTModule state dict")
+            p.add_argument("--plan", help="also write the raw engine plan here, plus PLAN.json describing its I/O")
+            p.add_argument("--no-check", action="store_true", help="skip the interpreter's comparison with PyTorch")
+        if name == "report":
+            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name == "check":
+            p.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed per tensor")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    try:
+        args = _parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("a subcommand is needed: convert, report, check or bench (see torch2x --help)")
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"torch2x: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"torch2x: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
