@@ -61,6 +61,7 @@ class ConversionContext:
         self._cast_sources: dict = {}
         self._layer_names: dict[str, int] = {}
         self._keepalive: list = []
+        self.weight_names: dict[int, str] = {}  # id(parameter or buffer) -> its name in the module
         self._call_name = "op"
         self._call_layers = 0
 
@@ -128,7 +129,16 @@ class ConversionContext:
         if entry is not None and entry[0] is tensor:
             return entry[1]
         target = self.dtype_for(tensor.dtype)
-        itensor = self.constant(tensor, target)
+        name = self.weight_names.get(id(tensor))
+        if name is None:
+            itensor = self.constant(tensor, target)
+        else:  # a parameter or buffer: its constant is named after it (``layer1.0.conv1.weight``)
+            saved = self._call_name, self._call_layers
+            self._call_name, self._call_layers = name + ("/fp32" if self.fp32_region else ""), 0
+            try:
+                itensor = self.constant(tensor, target)
+            finally:
+                self._call_name, self._call_layers = saved
         self._constants[key] = (tensor, itensor)
         return itensor
 
@@ -190,6 +200,41 @@ class ConversionContext:
         layer = self.network.add_shuffle(itensor)
         layer.first_transpose = order
         return layer.get_output(0)
+
+    def slice(self, itensor: "trt.ITensor", start: Sequence[int], shape: Sequence[int],
+              stride: Optional[Sequence[int]] = None, mode: Optional["trt.SampleMode"] = None,
+              fill: Any = None) -> "trt.ITensor":
+        """A static slice: output ``[i0, i1, ...]`` reads input ``[start[k] + i_k * stride[k]]`` on each axis.
+
+        Negative strides walk backwards from ``start`` (``ctx.slice(x, [n - 1], [n], [-1])`` flips
+        a 1-D ``x``). ``mode`` (a ``trt.SampleMode``) says what out-of-range coordinates read:
+        FILL reads ``fill`` (a Python scalar, default 0), REFLECT/CLAMP/WRAP are torch's
+        reflect/replicate/circular padding. No layer when the slice is the identity.
+        Example: ``ctx.slice(x, (0, 1), (2, 3), (1, 2))`` is ``x[0:2, 1:7:2]``.
+        """
+        rank = len(itensor.shape)
+        start = tuple(int(s) for s in start)
+        shape = tuple(int(s) for s in shape)
+        stride = (1,) * rank if stride is None else tuple(int(s) for s in stride)
+        if (mode is None and start == (0,) * rank and shape == tuple(itensor.shape)
+                and all(st == 1 or n <= 1 for st, n in zip(stride, shape))):
+            return itensor
+        layer = self.network.add_slice(itensor, start, shape, stride)
+        if mode is not None:
+            layer.mode = mode
+        if mode == trt.SampleMode.FILL and fill is not None:
+            layer.set_input(4, self.scalar(fill, itensor.dtype))
+        return layer.get_output(0)
+
+    def expand(self, itensor: "trt.ITensor", shape: Sequence[int]) -> "trt.ITensor":
+        """``itensor`` broadcast to the static ``shape`` (torch's ``expand``): leading 1s, then a
+        stride-0 slice re-reads each size-1 axis. Example: ``ctx.expand(ctx.scalar(0.0), (2, 3))``."""
+        shape = tuple(int(s) for s in shape)
+        itensor = self.reshape(itensor, (1,) * (len(shape) - len(itensor.shape)) + tuple(itensor.shape))
+        if tuple(itensor.shape) == shape:
+            return itensor
+        stride = [0 if d == 1 and s != 1 else 1 for d, s in zip(itensor.shape, shape)]
+        return self.network.add_slice(itensor, (0,) * len(shape), shape, stride).get_output(0)
 
     def broadcast(self, *itensors: "trt.ITensor") -> list:
         """The tensors at one rank (leading size-1 dims added), as TensorRT's elementwise layers need."""

@@ -140,6 +140,9 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     policy = PrecisionPolicy(fp16=fp16, bf16=bf16, keep_fp32=keep_fp32)
     ctx = ConversionContext(network, policy)
     report = ConversionReport()
+    if isinstance(module, torch.nn.Module):
+        ctx.weight_names = {id(t): name for name, t in
+                            [*module.named_parameters(remove_duplicate=False), *module.named_buffers()]}
     in_tensors, in_spec = flatten(list(inputs))
     if not in_tensors:
         raise ValueError("inputs hold no tensor: give example tensors, e.g. [torch.randn(1, 3, 224, 224)]")
