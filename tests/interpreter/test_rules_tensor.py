@@ -925,7 +925,7 @@ def test_fill_linspace_static_beta_needs_1d_output(fresh):
 # project and of PyTorch. Each case builds its subgraph twice: once into the oracle network,
 # once into the interpreted one.
 
-OFFSET = 100
+OFFSET = 20000
 
 
 def _folded_by_tensorrt(builder, make) -> list:
@@ -1052,3 +1052,60 @@ def test_matches_tensorrt_constant_folding(fresh, make):
     expected = _folded_by_tensorrt(fresh.builder, make)
     out = _interpreted(fresh, make)
     assert out.reshape(-1).tolist() == expected
+
+
+# Float shape tensors fold too. Scaled by 1000 and cast (truncating) to int64 on both sides, they
+# check the float rules to 1e-3; ``atol=1`` allows one unit where TensorRT's folding and PyTorch
+# differ in the last float32 bit right at a truncation boundary.
+SCALE = 1000.0
+XS = [-2.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0]
+POSITIVE = [0.25, 0.5, 1.0, 2.0, 0.1, 0.3, 0.9]
+IN_UNIT = [-0.9, -0.5, -0.1, 0.0, 0.2, 0.6, 0.95]
+
+
+def _scaled(make):
+    def scaled(net, c):
+        t = make(net, c)
+        factor = c(np.full([1] * len(t.shape), SCALE, dtype=np.float32))
+        return net.add_cast(net.add_elementwise(t, factor, EW.PROD).get_output(0), trt.int64).get_output(0)
+    return scaled
+
+
+def _act(kind, alpha=0.0, beta=0.0):
+    def make(net, c):
+        layer = net.add_activation(c(np.array(XS, dtype=np.float32)), kind)
+        layer.alpha, layer.beta = alpha, beta
+        return layer.get_output(0)
+    return make
+
+
+def _funary(op, values):
+    return lambda net, c: net.add_unary(c(np.array(values, dtype=np.float32)), op).get_output(0)
+
+
+FLOAT_ORACLE_CASES = {
+    **{f"act_{k.name}": _act(k, a, b) for k, a, b in [
+        (ACT.RELU, 0, 0), (ACT.SIGMOID, 0, 0), (ACT.TANH, 0, 0), (ACT.LEAKY_RELU, 0.1, 0), (ACT.ELU, 0.7, 0),
+        (ACT.SELU, 1.5, 2.0), (ACT.SOFTSIGN, 0, 0), (ACT.SOFTPLUS, 1.5, 2.0), (ACT.CLIP, -0.5, 1.25),
+        (ACT.HARD_SIGMOID, 0.2, 0.5), (ACT.SCALED_TANH, 1.7, 0.66), (ACT.THRESHOLDED_RELU, 0.5, 0),
+        (ACT.GELU_ERF, 0, 0), (ACT.GELU_TANH, 0, 0)]},
+    **{f"unary_{op.name}": _funary(op, XS) for op in (
+        UN.EXP, UN.ABS, UN.NEG, UN.SIN, UN.COS, UN.ATAN, UN.SINH, UN.COSH, UN.ASINH, UN.ERF, UN.SIGN)},
+    **{f"unary_{op.name}": _funary(op, POSITIVE) for op in (UN.LOG, UN.RECIP, UN.TAN)},
+    **{f"unary_{op.name}": _funary(op, IN_UNIT) for op in (UN.ASIN, UN.ACOS, UN.ATANH)},
+    "unary_ACOSH": _funary(UN.ACOSH, [1.0, 1.5, 2.0, 3.0, 10.0]),
+    **{f"unary_{op.name}": _funary(op, [0.5, 1.5, 2.5, -0.5, -2.5, -1.7, 2.0004]) for op in (UN.ROUND, UN.FLOOR, UN.CEIL)},
+    **{f"ew_{op.name}_float": _ew(op, [-7.0, 7.0, 9.0, 2.5, -1.25], [2.0, -2.0, 4.0, 2.0, 0.5], np.float32)
+       for op in (EW.SUM, EW.SUB, EW.PROD, EW.MAX, EW.MIN, EW.DIV, EW.FLOOR_DIV)},
+    "ew_POW_float": _ew(EW.POW, [2.0, 0.5, 3.0, 2.5, 4.0], [3.0, -2.0, 0.0, 1.5, -0.5], np.float32),
+    **{f"reduce_{op.name}_float": (lambda op: lambda net, c: net.add_reduce(
+        c(np.array([[1.5, -2.25, 4.0], [0.5, 3.0, -1.0]], dtype=np.float32)), op, 1 << 1, False).get_output(0))(op)
+       for op in (RED.SUM, RED.PROD, RED.MAX, RED.MIN, RED.AVG)},
+}
+
+
+@pytest.mark.parametrize("make", list(FLOAT_ORACLE_CASES.values()), ids=list(FLOAT_ORACLE_CASES))
+def test_float_rules_match_tensorrt_constant_folding(fresh, make):
+    expected = _folded_by_tensorrt(fresh.builder, _scaled(make))
+    out = _interpreted(fresh, _scaled(make))
+    torch.testing.assert_close(out.reshape(-1), torch.tensor(expected), rtol=0, atol=1)
