@@ -284,6 +284,8 @@ class Tracer:
                 self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
             return out
         if poisoned:
+            if lookup(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
+                self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
             self._poison(outputs)
             return out
         if self._reads_stale(traced):
