@@ -1,6 +1,8 @@
 """Convolutions and transposed convolutions (1-d to 3-d) as TensorRT (de)convolution layers."""
 from __future__ import annotations
 
+import math
+
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
@@ -36,6 +38,22 @@ def _bias(ctx, call, dtype, maps: int, rank: int):
     return ctx.reshape(ctx.trt(call.arg("bias"), dtype), (1, maps) + (1,) * (rank - 2))
 
 
+def _dilate_kernel(ctx, kernel, dilation: tuple):
+    """``kernel`` ([K, C, *k]) with ``dilation - 1`` zeros between taps on each spatial axis."""
+    for i, d in enumerate(dilation):
+        if d == 1:
+            continue
+        shape = tuple(kernel.shape)
+        outer, k, inner = math.prod(shape[:2 + i]), shape[2 + i], math.prod(shape[3 + i:])
+        x = ctx.reshape(kernel, (outer, k, 1, inner))
+        spread = ctx.network.add_slice(x, (0, 0, 0, 0), (outer, k, d, inner), (1, 1, 1, 1))
+        spread.mode = trt.SampleMode.FILL  # reads past the end are 0
+        x = ctx.reshape(spread.get_output(0), (outer, k * d, inner))
+        x = ctx.network.add_slice(x, (0, 0, 0), (outer, d * (k - 1) + 1, inner), (1, 1, 1)).get_output(0)
+        kernel = ctx.reshape(x, shape[:2 + i] + (d * (k - 1) + 1,) + shape[3 + i:])
+    return kernel
+
+
 def _convolution(n: int, transposed: bool):
     def convert(ctx, call):
         x = ctx.trt(call.arg("input"))
@@ -59,6 +77,11 @@ def _convolution(n: int, transposed: bool):
             kernel_t = ctx.reshape(kernel_t, tuple(weight.shape) + (1,))
             kernel, stride, dilation = kernel + (1,), stride + (1,), dilation + (1,)
             pre, post, extend = pre + (0,), post + (0,), extend + (0,)
+        if transposed and any(s > 1 for s in stride) and any(d > 1 for d in dilation):
+            # TensorRT-RTX builds no deconvolution that is both strided and dilated: dilate the kernel.
+            kernel_t = _dilate_kernel(ctx, kernel_t, dilation)
+            kernel = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+            dilation = (1,) * len(dilation)
         xs = ctx.spatial_layout(x, n)
         if transposed:
             maps = weight.shape[1] * groups

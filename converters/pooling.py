@@ -1,0 +1,172 @@
+"""Max, average, adaptive and power-average pooling (1-d to 3-d) as TensorRT pooling and reduce layers."""
+from __future__ import annotations
+
+import math
+
+from .conv import ntuple
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter
+
+PT = trt.PoolingType
+PM = trt.PaddingMode
+Op = trt.ElementWiseOperation
+
+
+def _pooling(ctx, x, kind, n: int, kernel: tuple, stride: tuple, padding: tuple, out_sizes: tuple,
+             count_include_pad: bool = True):
+    """A pooling layer over the last ``n`` dims of ``x`` whose output has torch's ``out_sizes``.
+
+    torch's ceil_mode drops a last window that would start in the right padding; TensorRT's
+    EXPLICIT_ROUND_UP does not, so the mode is chosen from the output size torch computed (it is
+    always the round-down or the round-up count). Returns the output in ``x``'s layout.
+    """
+    in_sizes = tuple(x.shape[-n:])
+    floor = tuple((size + 2 * p - k) // s + 1 for size, k, s, p in zip(in_sizes, kernel, stride, padding))
+    round_up = tuple(out_sizes) != floor
+    if n == 1:  # TensorRT pools 2-d or 3-d windows only
+        kernel, stride, padding = kernel + (1,), stride + (1,), padding + (0,)
+    layer = ctx.network.add_pooling_nd(ctx.spatial_layout(x, n), kind, kernel)
+    layer.stride_nd = stride
+    layer.padding_nd = padding
+    if round_up:
+        layer.padding_mode = PM.EXPLICIT_ROUND_UP
+    if kind == PT.AVERAGE:
+        layer.average_count_excludes_padding = not count_include_pad
+    shape = tuple(x.shape[:-n]) + tuple(out_sizes)
+    return ctx.reshape(layer.get_output(0), shape)
+
+
+def _window_args(call, n: int) -> tuple:
+    kernel = ntuple(call.arg("kernel_size"), n)
+    stride = call.arg("stride")
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else ntuple(stride, n)
+    return kernel, stride, ntuple(call.arg("padding", 0), n)
+
+
+def _max_pool(n: int):
+    def convert(ctx, call):
+        if call.arg("return_indices", False):
+            raise ConversionError("return_indices=True: TensorRT pooling gives no indices")
+        if any(d != 1 for d in ntuple(call.arg("dilation"), n)):
+            raise ConversionError("dilation != 1: TensorRT pooling has no dilation")
+        kernel, stride, padding = _window_args(call, n)
+        x = ctx.trt(call.arg("input"))
+        return _pooling(ctx, x, PT.MAX, n, kernel, stride, padding, tuple(call.output.shape[-n:]))
+
+    return convert
+
+
+def _avg_pool(n: int):
+    def convert(ctx, call):
+        kernel, stride, padding = _window_args(call, n)
+        x = ctx.trt(call.arg("input"))
+        out_sizes = tuple(call.output.shape[-n:])
+        include = bool(call.arg("count_include_pad"))
+        y = _pooling(ctx, x, PT.AVERAGE, n, kernel, stride, padding, out_sizes, include)
+        divisor = call.arg("divisor_override", None)
+        if divisor is None:
+            return y
+        # sum / divisor = average * (window count / divisor), exact only where every window counts
+        # the full kernel volume: no padding left out of the count, no ceil-mode window past the end.
+        in_sizes = tuple(x.shape[-n:])
+        full = all((o - 1) * s + k <= size + 2 * p for o, s, k, size, p in zip(out_sizes, stride, kernel, in_sizes, padding))
+        if not full or (not include and any(padding)):
+            raise ConversionError("divisor_override with windows of varying counts (padding excluded or ceil_mode)")
+        return ctx.elementwise(y, math.prod(kernel) / float(divisor), Op.PROD)
+
+    return convert
+
+
+def _indices_error(ctx, call):
+    raise ConversionError("pooling indices: TensorRT pooling gives no indices")
+
+
+_MAX = "input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False"
+_AVG = "input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None"
+for _n in (1, 2, 3):
+    converter(f"torch.nn.functional.max_pool{_n}d", f"torch.max_pool{_n}d", signature=_MAX)(_max_pool(_n))
+    converter(f"torch.nn.functional.avg_pool{_n}d", f"torch.avg_pool{_n}d", signature=_AVG)(_avg_pool(_n))
+    converter(f"torch.nn.functional.max_pool{_n}d_with_indices", f"torch.max_pool{_n}d_with_indices",
+              f"torch.adaptive_max_pool{_n}d", signature="input, *args, **kwargs")(_indices_error)
+
+
+# --------------------------------------------------------------------------- adaptive pooling
+
+
+def _bins(size: int, out: int) -> list:
+    """torch's adaptive pooling cells along one axis: [floor(i*L/o), ceil((i+1)*L/o))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive(ctx, x, kind, n: int, out_sizes: tuple):
+    """Adaptive pooling of the last ``n`` dims of ``x`` to ``out_sizes``.
+
+    Axes whose size divides evenly share one pooling layer (window = stride = size / out).
+    On the other axes the cells have different sizes and starts: each cell is a slice reduced
+    over that axis, and the cells are concatenated (pooling is separable, so one axis at a time
+    is exact for both max and average).
+    """
+    rank = len(x.shape)
+    in_sizes = tuple(x.shape[-n:])
+    even = tuple(size // out if size % out == 0 else 1 for size, out in zip(in_sizes, out_sizes))
+    if any(k > 1 for k in even):
+        after = tuple(size // k for size, k in zip(in_sizes, even))
+        x = _pooling(ctx, x, kind, n, even, even, (0,) * n, after)
+    reduce_op = trt.ReduceOperation.MAX if kind == PT.MAX else trt.ReduceOperation.AVG
+    for i, (size, out) in enumerate(zip(in_sizes, out_sizes)):
+        if size % out == 0:
+            continue
+        axis = rank - n + i
+        cells = []
+        for start, end in _bins(size, out):
+            begin = [0] * rank
+            begin[axis] = start
+            shape = list(x.shape)
+            shape[axis] = end - start
+            part = ctx.network.add_slice(x, begin, shape, [1] * rank).get_output(0)
+            cells.append(ctx.network.add_reduce(part, reduce_op, 1 << axis, True).get_output(0))
+        concat = ctx.network.add_concatenation(cells)
+        concat.axis = axis
+        x = concat.get_output(0)
+    return x
+
+
+def _adaptive_pool(n: int, kind):
+    def convert(ctx, call):
+        if call.arg("return_indices", False):
+            raise ConversionError("return_indices=True: TensorRT pooling gives no indices")
+        x = ctx.trt(call.arg("input"))
+        return _adaptive(ctx, x, kind, n, tuple(call.output.shape[-n:]))
+
+    return convert
+
+
+for _n in (1, 2, 3):
+    converter(f"torch.nn.functional.adaptive_avg_pool{_n}d", f"torch.adaptive_avg_pool{_n}d",
+              signature="input, output_size")(_adaptive_pool(_n, PT.AVERAGE))
+    converter(f"torch.nn.functional.adaptive_max_pool{_n}d",
+              signature="input, output_size, return_indices=False")(_adaptive_pool(_n, PT.MAX))
+
+
+# --------------------------------------------------------------------------- power-average pooling
+
+
+def _lp_pool(n: int):
+    def convert(ctx, call):
+        # torch: (avg_pool(x ** p) * kernel volume) ** (1 / p), with the ceil-mode average's own counts.
+        p = float(call.arg("norm_type"))
+        kernel = ntuple(call.arg("kernel_size"), n)
+        stride = kernel if call.arg("stride") is None else ntuple(call.arg("stride"), n)
+        x = ctx.trt(call.arg("input"))
+        powered = ctx.elementwise(x, p, Op.POW)
+        y = _pooling(ctx, powered, PT.AVERAGE, n, kernel, stride, (0,) * n, tuple(call.output.shape[-n:]))
+        y = ctx.elementwise(y, float(math.prod(kernel)), Op.PROD)
+        return ctx.elementwise(y, 1.0 / p, Op.POW)
+
+    return convert
+
+
+for _n in (1, 2, 3):
+    converter(f"torch.nn.functional.lp_pool{_n}d", fp32=True,
+              signature="input, norm_type, kernel_size, stride=None, ceil_mode=False")(_lp_pool(_n))

@@ -1,0 +1,125 @@
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from harness import check_module
+
+import torch2x
+
+
+
+def fn(name):
+    """F.<name> looked up at call time: a function object taken before tracing is not intercepted."""
+    return lambda *args, **kwargs: getattr(F, name)(*args, **kwargs)
+
+
+def check(model, *inputs, **options):
+    net = check_module(model, *inputs, **options)
+    assert net.report.converted_calls > 0, "nothing was converted: the output is a constant"
+    return net
+
+
+MAX = {n: fn(f"max_pool{n}d") for n in (1, 2, 3)}
+AVG = {n: fn(f"avg_pool{n}d") for n in (1, 2, 3)}
+ADAPTIVE_AVG = {n: fn(f"adaptive_avg_pool{n}d") for n in (1, 2, 3)}
+ADAPTIVE_MAX = {n: fn(f"adaptive_max_pool{n}d") for n in (1, 2, 3)}
+SIZE = {1: (13,), 2: (11, 10), 3: (7, 6, 5)}
+
+WINDOWS = [
+    {"kernel_size": 2},
+    {"kernel_size": 3, "stride": 2, "padding": 1},
+    {"kernel_size": 3, "stride": 2, "ceil_mode": True},  # the last window hangs past the end
+    {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},  # ceil window starting in the padding is dropped
+    {"kernel_size": 3, "stride": 1, "padding": 1},
+]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kwargs", WINDOWS)
+def test_max_pool(n, kwargs):
+    check(lambda x: MAX[n](x, **kwargs), torch.randn((2, 3) + SIZE[n]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kwargs", WINDOWS)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool(n, kwargs, count_include_pad):
+    check(lambda x: AVG[n](x, count_include_pad=count_include_pad, **kwargs), torch.randn((2, 3) + SIZE[n]))
+
+
+def test_pool_tuple_args_unbatched():
+    x = torch.randn(3, 11, 10)
+    check(lambda x: F.max_pool2d(x, (3, 2), (2, 1), (1, 0)), x)
+    check(lambda x: F.avg_pool2d(x, (3, 2), (1, 2), (0, 1), ceil_mode=True), x)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"padding": 1}])
+def test_avg_pool_divisor_override(kwargs):
+    check(lambda x: F.avg_pool2d(x, 3, 2, divisor_override=4, **kwargs), torch.randn(1, 2, 9, 9))
+
+
+def test_avg_pool_divisor_override_uneven_counts_is_reported():
+    report = torch2x.report(lambda x: F.avg_pool2d(x, 2, 2, 1, count_include_pad=False, divisor_override=3),
+                            [torch.randn(1, 2, 6, 6)])
+    assert not report.ok and "divisor_override" in str(report)
+
+
+@pytest.mark.parametrize("call, reason", [
+    (lambda x: F.max_pool2d(x, 2, dilation=2), "dilation"),
+    (lambda x: F.max_pool2d(x, 2, return_indices=True)[0], "indices"),
+    (lambda x: F.adaptive_max_pool2d(x, 3, return_indices=True)[0], "indices"),
+])
+def test_max_pool_unsupported_is_reported(call, reason):
+    report = torch2x.report(call, [torch.randn(1, 2, 8, 8)])
+    assert not report.ok and reason in str(report)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("out", ["one", "divisible", "uneven"])
+def test_adaptive_pool(n, kind, out):
+    size = SIZE[n]
+    target = {"one": (1,) * n, "divisible": tuple(s // 2 if s % 2 == 0 else s for s in size),
+              "uneven": tuple(s // 2 + 1 for s in size)}[out]
+    pool = (ADAPTIVE_AVG if kind == "avg" else ADAPTIVE_MAX)[n]
+    check(lambda x: pool(x, target if n > 1 else target[0]), torch.randn((2, 3) + size))
+
+
+def test_adaptive_pool_none_and_larger_output():
+    x = torch.randn(1, 2, 5, 6)
+    check(lambda x: F.adaptive_avg_pool2d(x, (None, 4)), x)
+    check(lambda x: F.adaptive_max_pool2d(x, (7, 9)), x)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("p", [2.0, 3])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_lp_pool(n, p, ceil_mode):
+    pool = fn(f"lp_pool{n}d")
+    check(lambda x: pool(x, p, 3, 2, ceil_mode=ceil_mode), torch.rand((2, 3) + SIZE[n]) + 0.1)
+
+
+@pytest.mark.parametrize("module, shape", [
+    (nn.MaxPool2d(3, 2, ceil_mode=True), (2, 3, 10, 9)),
+    (nn.MaxPool1d(2), (2, 3, 9)),
+    (nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 10, 9)),
+    (nn.AdaptiveAvgPool2d((5, 7)), (2, 3, 13, 11)),
+    (nn.AdaptiveAvgPool2d(1), (2, 3, 7, 7)),
+    (nn.AdaptiveMaxPool2d((5, 7)), (2, 3, 13, 11)),
+    (nn.AdaptiveAvgPool3d((2, 3, 2)), (1, 2, 5, 6, 4)),
+    (nn.LPPool2d(2, 2), (1, 3, 8, 8)),
+])
+def test_nn_pool_modules(module, shape):
+    check(module, torch.randn(shape) if not isinstance(module, nn.LPPool2d) else torch.rand(shape))
+
+
+def test_traced_names():
+    net = torch2x.build_network(nn.Sequential(nn.MaxPool2d(2), nn.AdaptiveMaxPool2d(3)), [torch.randn(1, 2, 8, 8)])
+    names = {net_layer.split("/")[-1].split(".")[0] for net_layer in
+             (net.network.get_layer(i).name for i in range(net.network.num_layers))}
+    assert {"max_pool2d", "adaptive_max_pool2d"} <= names
+
+
+@pytest.mark.parametrize("module", [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d((5, 7))])
+def test_pool_fp16(module):
+    check(module, torch.randn(2, 3, 13, 11), rtol=1e-2, fp16=True)
