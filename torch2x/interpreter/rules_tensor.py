@@ -10,7 +10,6 @@ import math
 import zlib
 
 import torch
-import torch.nn.functional as F
 
 from ..dtypes import to_torch
 from ..flavour import trt
@@ -63,7 +62,11 @@ def _ints(t: torch.Tensor) -> list:
 
 
 def _wrap_negative(idx: torch.Tensor, size) -> torch.Tensor:
-    """Negative indices count from the end of the axis, as in ONNX (TensorRT follows ONNX here)."""
+    """Negative indices count from the end of the axis, as in ONNX.
+
+    The TensorRT docs only list ``0 <= index < dim``; TensorRT's own constant folding of
+    gather / one-hot on shape tensors wraps negatives this way (see the tests).
+    """
     idx = idx.long()
     return torch.where(idx < 0, idx + size, idx)
 
@@ -90,7 +93,8 @@ def cast(layer, inputs, env):
 def _div(a, b):
     if a.is_floating_point():
         return a / b
-    # TensorRT integer kDIV rounds toward zero, like C (NVIDIA, onnx/onnx#4016); kFLOOR_DIV rounds down.
+    # TensorRT integer kDIV rounds toward zero, like C (NVIDIA in onnx/onnx#4016, and TensorRT's own
+    # constant folding); kFLOOR_DIV rounds down.
     return torch.div(a, b, rounding_mode="trunc")
 
 
@@ -131,10 +135,6 @@ def elementwise(layer, inputs, env):
 
 # ----------------------------------------------------------------------------- unary
 
-def _sign(x):
-    return torch.sign(x)
-
-
 _UNARY = {
     UN.EXP: torch.exp, UN.LOG: torch.log, UN.SQRT: torch.sqrt, UN.RECIP: torch.reciprocal,
     UN.SIN: torch.sin, UN.COS: torch.cos, UN.TAN: torch.tan,
@@ -145,7 +145,7 @@ _UNARY = {
     # torch.round rounds half to even, which is TensorRT's kROUND.
     UN.ROUND: torch.round,
 }
-_UNARY_KEEP_INT = {UN.ABS: torch.abs, UN.NEG: torch.neg, UN.SIGN: _sign}
+_UNARY_KEEP_INT = {UN.ABS: torch.abs, UN.NEG: torch.neg, UN.SIGN: torch.sign}
 
 
 @rule(LT.UNARY)
@@ -195,8 +195,8 @@ def _activation(kind, x, alpha, beta):
     if kind == ACT.SCALED_TANH:
         return alpha * torch.tanh(beta * x)
     if kind == ACT.THRESHOLDED_RELU:
-        # NvInfer.h: "x > alpha ? x : 0" (ONNX ThresholdedRelu, which the ONNX parser maps here).
-        # The operator page's "max(0, x - alpha)" contradicts the header and the ONNX mapping.
+        # NvInfer.h: "x > alpha ? x : 0" (ONNX ThresholdedRelu). The operator page's "max(0, x - alpha)"
+        # contradicts it; TensorRT's constant folding agrees with the header (see the tests).
         return torch.where(x > alpha, x, torch.zeros_like(x))
     if kind == ACT.GELU_ERF:
         return 0.5 * x * (1 + torch.erf(x * math.sqrt(0.5)))
