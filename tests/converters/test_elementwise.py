@@ -1,0 +1,254 @@
+"""converters/elementwise.py: arithmetic with type promotion, comparisons, logic, unary math, casts, dropout."""
+import operator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from harness import _Wrap, check_module
+
+import torch2x
+
+X = (2, 3, 4)
+
+
+def _ints(shape, lo=-9, hi=10, dtype=torch.int64):
+    return torch.randint(lo, hi, shape, dtype=dtype)
+
+
+def _nonzero_ints(shape, dtype=torch.int64):
+    x = _ints(shape, dtype=dtype)
+    return torch.where(x == 0, torch.ones_like(x), x)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x + y, lambda x, y: x - y, lambda x, y: x * y, lambda x, y: x / y,
+    lambda x, y: torch.add(x, y, alpha=2), lambda x, y: torch.sub(x, y, alpha=0.5), lambda x, y: x.mul(y),
+    lambda x, y: torch.rsub(x, y, alpha=3), lambda x, y: torch.maximum(x, y), lambda x, y: torch.minimum(x, y),
+    lambda x, y: torch.lerp(x, y, 0.3), lambda x, y: torch.addcmul(x, x, y, value=0.5),
+    lambda x, y: torch.addcdiv(x, x, y.abs() + 1, value=2), lambda x, y: torch.fmax(x, y),
+], ids=["add", "sub", "mul", "truediv", "add_alpha", "sub_alpha", "mul_method", "rsub", "maximum", "minimum",
+        "lerp", "addcmul", "addcdiv", "fmax"])
+@pytest.mark.parametrize("shapes", [(X, X), (X, (4,)), ((3, 1), (1, 5))])
+def test_binary_float(fn, shapes):
+    check_module(fn, torch.randn(shapes[0]), torch.randn(shapes[1]))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: 2 + x, lambda x: 2 - x, lambda x: 3 * x, lambda x: 2 / x, lambda x: x + 1, lambda x: x - 0.5,
+    lambda x: x * 2, lambda x: x / 4, lambda x: 2 ** x, lambda x: x ** 2, lambda x: x ** 3, lambda x: x.abs() ** 0.5,
+    lambda x: x.abs() ** -0.5, lambda x: x ** -1, lambda x: x.abs() ** 1.7, lambda x: torch.pow(x, 1),
+    lambda x: torch.pow(2.5, x), lambda x: torch.float_power(x.abs(), 2.5).float(),
+], ids=["radd", "rsub", "rmul", "rtruediv", "add", "sub", "mul", "div", "rpow", "sq", "cube", "sqrt", "rsqrt",
+        "recip", "pow", "pow1", "scalar_base", "float_power"])
+def test_scalar_operands(fn):
+    check_module(fn, torch.randn(X) + 0.1)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x + y, lambda x, y: x - y, lambda x, y: x * y, lambda x, y: x / y, lambda x, y: x // y,
+    lambda x, y: x % y, lambda x, y: torch.fmod(x, y), lambda x, y: torch.div(x, y, rounding_mode="trunc"),
+    lambda x, y: torch.div(x, y, rounding_mode="floor"), lambda x, y: torch.remainder(x, y),
+    lambda x, y: torch.maximum(x, y), lambda x, y: x + 0.5, lambda x, y: x * 1.5, lambda x, y: x / 2,
+    lambda x, y: 7 // y, lambda x, y: 7 % y, lambda x, y: x ** 2, lambda x, y: x.abs() ** 3,
+    lambda x, y: x.clamp(-3, 4), lambda x, y: x.clamp(min=y), lambda x, y: x.clamp(max=2.5),
+], ids=["add", "sub", "mul", "truediv", "floordiv", "mod", "fmod", "trunc", "floor", "remainder", "maximum",
+        "add_float", "mul_float", "div_int", "rfloordiv", "rmod", "sq", "cube", "clamp", "clamp_tensor",
+        "clamp_float"])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_binary_int(fn, dtype):
+    check_module(fn, _ints(X, dtype=dtype), _nonzero_ints(X, dtype=dtype))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x // y, lambda x, y: x % y, lambda x, y: torch.fmod(x, y),
+    lambda x, y: torch.div(x, y, rounding_mode="trunc"), lambda x, y: torch.div(x, y, rounding_mode="floor"),
+    lambda x, y: 5.0 % y, lambda x, y: 5.5 // y,
+], ids=["floordiv", "mod", "fmod", "trunc", "floor", "rmod", "rfloordiv"])
+def test_rounding_division_float(fn):
+    # Signs differ on purpose: remainder follows the divisor, fmod the dividend.
+    x = torch.tensor([7.5, -7.5, 7.5, -7.5, 3.0, -0.25])
+    y = torch.tensor([2.0, 2.0, -2.0, -2.0, 1.5, 4.0])
+    check_module(fn, x, y)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x + y, lambda x, y: x * y, lambda x, y: y / x, lambda x, y: x - y, lambda x, y: x > y,
+    lambda x, y: torch.where(x > 0, x, y),
+], ids=["add", "mul", "div", "sub", "gt", "where"])
+def test_mixed_int_float(fn):
+    check_module(fn, _nonzero_ints(X, dtype=torch.int32), torch.randn(X))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x == y, lambda x, y: x != y, lambda x, y: x < y, lambda x, y: x <= y, lambda x, y: x > y,
+    lambda x, y: x >= y, lambda x, y: torch.eq(x, y), lambda x, y: x.ne(y), lambda x, y: torch.less_equal(x, y),
+    lambda x, y: x.greater_equal(y), lambda x, y: x > 0.5, lambda x, y: x == 0, lambda x, y: x.le(0),
+], ids=["eq", "ne", "lt", "le", "gt", "ge", "torch_eq", "ne_method", "less_equal", "greater_equal",
+        "gt_scalar", "eq_scalar", "le_scalar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_compare(fn, dtype):
+    x = torch.tensor([[0.0, 1.0, 2.0, -1.0], [0.5, 0.5, 3.0, 0.0]]).to(dtype)
+    y = torch.tensor([[0.0, 2.0, 1.0, -1.0], [0.5, 1.0, 3.0, 4.0]]).to(dtype)
+    check_module(fn, x, y)
+
+
+def test_compare_nan():
+    # NaN compares false both ways, so x <= 1 is not "not (x > 1)".
+    check_module(lambda x: ((x <= 1.0) | (x >= 1.0)) ^ (x != x), torch.tensor([float("nan"), 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda a, b: a & b, lambda a, b: a | b, lambda a, b: a ^ b, lambda a, b: ~a, lambda a, b: torch.logical_not(a),
+    lambda a, b: torch.logical_and(a, b), lambda a, b: torch.logical_or(a, b), lambda a, b: torch.logical_xor(a, b),
+    lambda a, b: torch.bitwise_and(a, b), lambda a, b: a.logical_not() | b, lambda a, b: a == b,
+    lambda a, b: a + b, lambda a, b: a * b, lambda a, b: torch.where(a, b, False),
+], ids=["and", "or", "xor", "invert", "logical_not", "logical_and", "logical_or", "logical_xor", "bitwise_and",
+        "not_or", "eq", "add", "mul", "where_scalar"])
+def test_bool_logic(fn):
+    check_module(fn, torch.rand(X) > 0.5, torch.rand(X) > 0.5)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: torch.logical_and(x, x - 1), lambda x: torch.logical_not(x), lambda x: torch.logical_or(x, x * 0),
+], ids=["and", "not", "or"])
+def test_logic_on_numbers(fn):
+    check_module(fn, torch.tensor([0.0, 1.0, -2.0, 0.5, 0.0]))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: torch.clamp(x, -0.5, 0.5), lambda x: x.clamp(min=0), lambda x: x.clamp(max=0.2), lambda x: x.clip(-1, 1),
+    lambda x: torch.clamp_min(x, 0.1), lambda x: x.clamp_max(0.3), lambda x: x.clamp(1.0, -1.0),
+    lambda x: x.clamp(torch.zeros(4), torch.ones(4)),
+], ids=["both", "min", "max", "clip", "clamp_min", "clamp_max", "min_gt_max", "tensor_bounds"])
+def test_clamp(fn):
+    check_module(fn, torch.randn(X))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: torch.where(x > 0, x, y), lambda x, y: torch.where(x > 0, x, 0.0), lambda x, y: torch.where(x > 0, 1.0, y),
+    lambda x, y: x.where(x > y, y), lambda x, y: x.masked_fill(x > 0.5, -1.0), lambda x, y: x.masked_fill(y < 0, 0),
+    lambda x, y: x.masked_fill(x > 0, torch.tensor(2.5)), lambda x, y: torch.where(x > 0, 1, 0),
+], ids=["where", "where_scalar_other", "where_scalar_input", "method", "masked_fill", "masked_fill_int_value",
+        "masked_fill_0d", "where_ints"])
+def test_where(fn):
+    check_module(fn, torch.randn(X), torch.randn(4))
+
+
+_UNARY = {
+    "abs": torch.abs, "neg": torch.neg, "dunder_neg": operator.neg, "dunder_abs": operator.abs, "exp": torch.exp,
+    "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "atan": torch.atan, "sinh": torch.sinh, "cosh": torch.cosh,
+    "tanh": torch.tanh, "erf": torch.erf, "floor": torch.floor, "ceil": torch.ceil, "round": torch.round,
+    "trunc": torch.trunc, "fix": torch.fix, "frac": torch.frac, "sign": torch.sign, "sgn": torch.sgn,
+    "sigmoid": torch.sigmoid, "square": torch.square, "expm1": torch.expm1, "exp2": torch.exp2,
+    "asinh": torch.asinh, "round_decimals": lambda x: torch.round(x, decimals=2),
+    "round_neg_decimals": lambda x: torch.round(x * 100, decimals=-1), "positive": torch.positive,
+    "method_exp": lambda x: x.exp(), "inplace_abs": lambda x: (x * 1).abs_(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_UNARY))
+def test_unary(name):
+    check_module(_UNARY[name], torch.randn(X) * 2)
+
+
+_POSITIVE = {
+    "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "log": torch.log, "log2": torch.log2, "log10": torch.log10,
+    "log1p": torch.log1p, "reciprocal": torch.reciprocal, "acosh": lambda x: torch.acosh(x + 1),
+    "asin": lambda x: torch.asin(x / 4), "acos": lambda x: torch.acos(x / 4), "atanh": lambda x: torch.atanh(x / 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_POSITIVE))
+def test_unary_positive(name):
+    check_module(_POSITIVE[name], torch.rand(X) * 3 + 0.01)
+
+
+def test_round_half_to_even():
+    check_module(torch.round, torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 2.4, -2.6]))
+
+
+@pytest.mark.parametrize("fn", [torch.log1p, torch.expm1], ids=["log1p", "expm1"])
+def test_small_arguments_keep_precision(fn):
+    check_module(fn, torch.tensor([1e-7, -3e-6, 2e-4, 0.3, -0.9, 5.0, -30.0]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [torch.abs, torch.neg, torch.sign, torch.square, torch.floor, torch.round,
+                                torch.sqrt, torch.exp, lambda x: -x],
+                         ids=["abs", "neg", "sign", "square", "floor", "round", "sqrt", "exp", "dunder_neg"])
+def test_unary_int(fn):
+    check_module(fn, _ints(X, 0, 6) if fn in (torch.sqrt, torch.exp) else _ints(X))
+
+
+@pytest.mark.parametrize("fn", [torch.isnan, torch.isinf, torch.isfinite], ids=["isnan", "isinf", "isfinite"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_float_classes(fn, dtype):
+    x = torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), 0.0])
+    check_module(lambda x: fn(x * 1), x if dtype.is_floating_point else torch.arange(5))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.float(), lambda x: x.half(), lambda x: x.int(), lambda x: x.long(), lambda x: x.bool(),
+    lambda x: x.to(torch.int32), lambda x: x.to("cpu", torch.float16), lambda x: x.to(dtype=torch.int64),
+    lambda x: x.type(torch.int32), lambda x: x.type_as(torch.zeros(1, dtype=torch.int64)), lambda x: (x.double() * 2).float(),
+    lambda x: x.to(torch.zeros(1, dtype=torch.bool)), lambda x: x.to("cpu"), lambda x: x.contiguous() + 1,
+    lambda x: x.clone() * 2, lambda x: x.detach() - 1, lambda x: torch.clone(x) / 2, lambda x: x.cpu() + 0,
+], ids=["float", "half", "int", "long", "bool", "to_dtype", "to_device_dtype", "to_kw", "type", "type_as",
+        "double", "to_tensor", "to_device", "contiguous", "clone", "detach", "torch_clone", "cpu"])
+def test_conversions(fn):
+    check_module(fn, torch.randn(X) * 5)
+
+
+def test_int_to_float_and_back():
+    check_module(lambda x: (x.float() / 3).long() + x.to(torch.bool).int(), _ints(X))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.add_(1), lambda x: x.mul_(x), lambda x: x.sub_(0.5, alpha=2), lambda x: x.div_(2),
+    lambda x: x.clamp_(0, 1), lambda x: x.masked_fill_(x > 0, 0.0), lambda x: x.pow_(2), lambda x: x.neg_(),
+], ids=["add_", "mul_", "sub_", "div_", "clamp_", "masked_fill_", "pow_", "neg_"])
+def test_inplace(fn):
+    check_module(lambda x: fn(x * 1) + 1, torch.randn(X))
+
+
+def test_inplace_dunders():
+    def f(x):
+        y = x * 1
+        y += 1
+        y *= x
+        y -= 2
+        y /= 3
+        y **= 2
+        return y
+
+    check_module(f, torch.randn(X))
+
+
+@pytest.mark.parametrize("drop", [
+    torch.nn.Dropout(0.3), torch.nn.Dropout2d(0.3), torch.nn.AlphaDropout(0.3), torch.nn.Dropout1d(0.2),
+    torch.nn.FeatureAlphaDropout(0.1), torch.nn.Identity(),
+], ids=["dropout", "dropout2d", "alpha", "dropout1d", "feature_alpha", "identity"])
+def test_dropout_eval(drop):
+    check_module(torch.nn.Sequential(torch.nn.ReLU(), drop), torch.randn(2, 3, 4))
+
+
+def test_stochastic_depth_eval():
+    from torchvision.ops import StochasticDepth
+
+    check_module(torch.nn.Sequential(torch.nn.ReLU(), StochasticDepth(0.5, "row")), torch.randn(2, 3, 4))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: F.dropout(x.relu(), 0.5, training=True), lambda x: torch.rand_like(x.relu()),
+    lambda x: torch.bitwise_and(x.relu().long(), 3),
+], ids=["dropout_training", "rand_like", "bitwise_int"])
+def test_unsupported_is_reported(fn):
+    report = torch2x.report(_Wrap(fn), [torch.randn(4)])
+    assert not report.ok, str(report)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x * y + x / y, lambda x, y: torch.maximum(x, y) - x ** 2, lambda x, y: (x > y).float() * x,
+    lambda x, y: torch.exp(x) + torch.log(y.abs() + 1),
+], ids=["arith", "max_pow", "mask", "exp_log"])
+def test_fp16(fn):
+    check_module(fn, torch.randn(X), torch.randn(X), rtol=1e-2, fp16=True)
