@@ -676,6 +676,13 @@ def test_squeeze(fresh, axes, expected):
     assert out.shape == expected
 
 
+def test_squeeze_without_axes_removes_every_unit_dim(fresh):
+    x = torch.randn(1, 3, 1, 4)
+    n = Net(fresh)
+    n.output(n.net.add_squeeze(n.input(x)).get_output(0))
+    torch.testing.assert_close(n.run(), x.reshape(3, 4), **EXACT)
+
+
 @pytest.mark.parametrize("axes,expected", [([0, 3], (1, 2, 3, 1)), ([-1, 1], (2, 1, 3, 1))])
 def test_unsqueeze(fresh, axes, expected):
     x = torch.randn(2, 3)
@@ -1010,6 +1017,24 @@ def _linspace(net, c):
     return layer.get_output(0)
 
 
+def _slice_2d_axes(net, c):
+    layer = net.add_slice(c(np.arange(12, dtype=np.int64).reshape(3, 4)), (0,), (1,), (1,))
+    layer.set_input(1, c(np.array([3, -1], dtype=np.int64)))
+    layer.set_input(2, c(np.array([2, 3], dtype=np.int64)))
+    layer.set_input(3, c(np.array([-2, 1], dtype=np.int64)))
+    layer.set_input(5, c(np.array([1, 0], dtype=np.int64)))
+    layer.mode = SM.WRAP
+    return layer.get_output(0)
+
+
+def _shuffle_second_transpose(net, c):
+    layer = net.add_shuffle(c(np.arange(12, dtype=np.int64).reshape(2, 3, 2)))
+    layer.first_transpose = (2, 0, 1)
+    layer.reshape_dims = (0, 6)
+    layer.second_transpose = (1, 0)
+    return layer.get_output(0)
+
+
 def _shuffle(net, c):
     layer = net.add_shuffle(c(np.arange(6, dtype=np.int64).reshape(2, 3)))
     layer.first_transpose = (1, 0)
@@ -1038,6 +1063,11 @@ ORACLE_CASES = {
     **{f"one_hot_{axis}": _one_hot(axis) for axis in (0, 1, -1)},
     "linspace_delta_per_dim": _linspace,
     "shuffle": _shuffle,
+    "shuffle_second_transpose": _shuffle_second_transpose,
+    "slice_dynamic_axes_wrap": _slice_2d_axes,
+    "squeeze_unsqueeze": lambda net, c: net.add_squeeze(net.add_unsqueeze(
+        c(np.array([4, -5], dtype=np.int64)), c(np.array([0, -1], dtype=np.int64))).get_output(0),
+        c(np.array([-1], dtype=np.int64))).get_output(0),
     "concat": lambda net, c: net.add_concatenation([c(np.array([1], dtype=np.int64)), c(np.array([-2, 3], dtype=np.int64))]).get_output(0),
     "select": lambda net, c: net.add_select(c(np.array([True, False, True])), c(np.array([1, 2, 3], dtype=np.int64)),
                                             c(np.array([-5], dtype=np.int64))).get_output(0),
@@ -1109,3 +1139,24 @@ def test_float_rules_match_tensorrt_constant_folding(fresh, make):
     expected = _folded_by_tensorrt(fresh.builder, _scaled(make))
     out = _interpreted(fresh, _scaled(make))
     torch.testing.assert_close(out.reshape(-1), torch.tensor(expected), rtol=0, atol=1)
+
+
+def test_dynamic_shapes_flow_through_shape_slice_shuffle(fresh):
+    # -1 dims in the declared input: the rules take every size from the runtime values.
+    net = fresh.network
+    x = net.add_input("x", trt.float32, (-1, 3, -1))
+    shp = net.add_shape(x).get_output(0)
+    half = net.add_elementwise(shp, net.add_constant((3,), np.array([1, 1, 2], dtype=np.int64)).get_output(0),
+                               EW.FLOOR_DIV).get_output(0)
+    sl = net.add_slice(x, (0, 0, 0), (0, 0, 0), (1, 1, 1))
+    sl.set_input(2, half)
+    sh = net.add_shuffle(sl.get_output(0))
+    sh.reshape_dims = (0, -1)
+    out = sh.get_output(0)
+    out.name = "y"
+    net.mark_output(out)
+    assert tuple(out.shape) == (-1, -1)
+    for shape in [(2, 3, 4), (5, 3, 7)]:
+        value = torch.randn(*shape)
+        expected = value[:, :, : shape[2] // 2].reshape(shape[0], -1)
+        torch.testing.assert_close(interpret(net, {"x": value})["y"], expected, **EXACT)
