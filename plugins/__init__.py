@@ -1,1 +1,6 @@
-"""Converters for ops TensorRT has no single layer for, and user plugins."""
+"""Converters for ops TensorRT has no single layer for, and user plugins.
+
+Importing this package registers the converters (torchvision's deform_conv2d, roi_align,
+nms/batched_nms; F.grid_sample) and their tracer targets.
+"""
+from . import sampling  # noqa: F401

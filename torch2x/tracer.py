@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import threading
 import types
 from typing import Any, Callable, Iterator, Optional
@@ -67,6 +68,28 @@ def _is_function(obj: Any) -> bool:
                             types.WrapperDescriptorType))
 
 
+_EXTRA_TARGETS: list = []  # (owner or module name, attribute, qualified name) from register_target
+
+
+def register_target(owner: Any, name: str, qualname: str) -> None:
+    """Also intercept ``owner.<name>`` as ``qualname`` while tracing: for functions outside torch's
+    namespaces (torchvision ops, ``torch.ops.<lib>`` custom ops), converted by ``@converter(qualname)``.
+
+    ``owner`` is an object or a module's dotted name; a module not imported when tracing starts is
+    skipped (nothing in the traced model can call it). Patch every module the callers look the name
+    up in. Example::
+
+        register_target("torchvision.ops.deform_conv", "deform_conv2d", "torchvision.ops.deform_conv2d")
+    """
+    _EXTRA_TARGETS.append((owner, name, qualname))
+
+
+def traceable(qualname: str) -> Callable[[Callable], Callable]:
+    """Decorator: calls of a Python function go through the tracer as ``qualname``, wherever it is
+    looked up from (``from x import f`` included)."""
+    return lambda fn: _wrap(fn, qualname)
+
+
 def _targets() -> list:
     """Every (owner, attribute, qualified name) the tracer wraps."""
     out = []
@@ -87,6 +110,10 @@ def _targets() -> list:
             out.append((torch.Tensor, name, f"torch.Tensor.{name}", False))
     for name in ("__eq__", "__ne__"):
         out.append((torch.Tensor, name, f"torch.Tensor.{name}", False))
+    for owner, name, qualname in _EXTRA_TARGETS:
+        owner = sys.modules.get(owner) if isinstance(owner, str) else owner
+        if owner is not None and getattr(owner, name, None) is not None:
+            out.append((owner, name, qualname, False))
     return out
 
 

@@ -1,0 +1,103 @@
+"""Sampling ops built from TensorRT's grid sample layer: ``F.grid_sample`` and torchvision's
+``deform_conv2d`` (DCNv1 / DCNv2), with no plugin.
+
+``deform_conv2d`` samples the input bilinearly at every kernel tap moved by its learned
+offset (one grid sample over all taps, per offset group), multiplies by the modulation
+mask (DCNv2), and contracts the samples with the weights in one matrix multiply.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter
+from torch2x.tracer import register_target
+
+_MODES = {"bilinear": trt.InterpolationMode.LINEAR, "nearest": trt.InterpolationMode.NEAREST,
+          "bicubic": trt.InterpolationMode.CUBIC}
+_PADDING = {"zeros": trt.SampleMode.FILL, "border": trt.SampleMode.CLAMP, "reflection": trt.SampleMode.REFLECT}
+
+
+def _grid_sample_layer(ctx, x, grid, mode: str, padding_mode: str, align_corners: bool):
+    layer = ctx.network.add_grid_sample(x, grid)
+    layer.interpolation_mode = _MODES[mode]
+    layer.sample_mode = _PADDING[padding_mode]
+    layer.align_corners = bool(align_corners)
+    return layer.get_output(0)
+
+
+@converter("torch.nn.functional.grid_sample")
+def grid_sample(ctx, call):
+    mode, padding_mode = call.arg("mode"), call.arg("padding_mode")
+    if mode not in _MODES:
+        raise ConversionError(f"grid_sample mode {mode!r} has no TensorRT interpolation mode")
+    if padding_mode not in _PADDING:
+        raise ConversionError(f"grid_sample padding_mode {padding_mode!r} has no TensorRT sample mode")
+    dtype = ctx.dtype_for(call.output.dtype)
+    x, grid = ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("grid"), dtype)
+    # torch's default align_corners (None) means False
+    return _grid_sample_layer(ctx, x, grid, mode, padding_mode, bool(call.arg("align_corners")))
+
+
+def _pair(v) -> tuple:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(e) for e in v)
+
+
+def _tap_grid(size_in, size_out, kernel, stride, pad, dilation) -> np.ndarray:
+    """Normalized (align_corners=False) coordinate of every undeformed tap: [kernel, size_out].
+
+    A pixel coordinate p is (2p + 1) / size - 1 in grid units; align_corners=False keeps this
+    well defined for a size of 1 (align_corners=True would divide by size - 1 = 0)."""
+    pos = (np.arange(size_out) * stride - pad)[None, :] + (np.arange(kernel) * dilation)[:, None]
+    return (2.0 * pos + 1.0) / size_in - 1.0
+
+
+@converter("torchvision.ops.deform_conv2d", fp32=True)
+def deform_conv2d(ctx, call):
+    x_t, off_t, w_t = call.arg("input"), call.arg("offset"), call.arg("weight")
+    n, c, h, w = x_t.shape
+    c_out, c_per_wg, kh, kw = w_t.shape
+    ho, wo = call.output.shape[-2:]
+    k, p = kh * kw, ho * wo
+    groups = off_t.shape[1] // (2 * k)  # offset groups
+    wgroups = c // c_per_wg  # weight groups
+    (sh, sw), (ph, pw), (dh, dw) = _pair(call.arg("stride")), _pair(call.arg("padding")), _pair(call.arg("dilation"))
+    f32 = trt.DataType.FLOAT
+    # Offsets are laid out [N, G, kh*kw, (dy, dx), Ho, Wo]; sample positions are
+    # (oy*sh - ph + i*dh + dy, ox*sw - pw + j*dw + dx), scaled to grid units (2/size per pixel).
+    off = ctx.permute(ctx.reshape(ctx.trt(off_t, f32), (n, groups, k, 2, ho, wo)), (0, 1, 2, 4, 5, 3))
+    gy = _tap_grid(h, ho, kh, sh, ph, dh)  # [kh, Ho]
+    gx = _tap_grid(w, wo, kw, sw, pw, dw)  # [kw, Wo]
+    base = np.empty((1, 1, kh, kw, ho, wo, 2), np.float32)
+    base[..., 0] = gy[None, None, :, None, :, None]
+    base[..., 1] = gx[None, None, None, :, None, :]
+    scale = np.array([2.0 / h, 2.0 / w], np.float32).reshape((1,) * 5 + (2,))
+    grid = ctx.elementwise(off, ctx.constant(scale, f32), trt.ElementWiseOperation.PROD)
+    grid = ctx.elementwise(grid, ctx.constant(base.reshape(1, 1, k, ho, wo, 2), f32), trt.ElementWiseOperation.SUM)
+    # grid sample reads (x, y) pairs, torchvision's offsets are (y, x)
+    grid = ctx.slice(grid, (0, 0, 0, 0, 0, 1), (n, groups, k, ho, wo, 2), (1, 1, 1, 1, 1, -1))
+    grid = ctx.reshape(grid, (n * groups, k * ho, wo, 2))
+    # Each offset group samples its own contiguous slice of channels. Zero padding per corner is
+    # torchvision's bilinear_interpolate: a corner outside the image reads 0.
+    x = ctx.reshape(ctx.trt(x_t, f32), (n * groups, c // groups, h, w))
+    cols = _grid_sample_layer(ctx, x, grid, "bilinear", "zeros", False)  # [N*G, C/G, K*Ho, Wo]
+    if call.has("mask"):
+        cols = ctx.reshape(cols, (n, groups, c // groups, k, p))
+        mask = ctx.reshape(ctx.trt(call.arg("mask"), f32), (n, groups, 1, k, p))
+        cols = ctx.elementwise(cols, mask, trt.ElementWiseOperation.PROD)
+    cols = ctx.reshape(cols, (n, wgroups, c_per_wg * k, p))
+    weights = ctx.reshape(ctx.trt(w_t, f32), (1, wgroups, c_out // wgroups, c_per_wg * k))
+    out = ctx.network.add_matrix_multiply(weights, trt.MatrixOperation.NONE, cols, trt.MatrixOperation.NONE)
+    out = ctx.reshape(out.get_output(0), (n, c_out, ho, wo))
+    if call.has("bias"):
+        out = ctx.elementwise(out, ctx.reshape(ctx.trt(call.arg("bias"), f32), (1, c_out, 1, 1)),
+                              trt.ElementWiseOperation.SUM)
+    return out
+
+
+# torchvision.ops.deform_conv2d is a Python function: DeformConv2d.forward looks it up in
+# torchvision.ops.deform_conv, user code usually in torchvision.ops.
+register_target("torchvision.ops.deform_conv", "deform_conv2d", "torchvision.ops.deform_conv2d")
+register_target("torchvision.ops", "deform_conv2d", "torchvision.ops.deform_conv2d")
