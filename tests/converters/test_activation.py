@@ -1,0 +1,82 @@
+"""converters/activation.py: each activation against PyTorch, over arguments, ranks and fp16."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from harness import _Wrap, check_module
+
+import torch2x
+
+SHAPES = [(7,), (2, 3, 4), (1, 4, 3, 3)]
+
+_ACTIVATIONS = {
+    "relu": F.relu, "torch_relu": torch.relu, "relu_method": lambda x: x.relu(), "relu6": F.relu6,
+    "sigmoid": torch.sigmoid, "sigmoid_method": lambda x: x.sigmoid(), "expit": torch.special.expit,
+    "F_sigmoid": F.sigmoid, "tanh": torch.tanh, "F_tanh": F.tanh, "softsign": F.softsign, "selu": F.selu,
+    "torch_selu": torch.selu, "logsigmoid": F.logsigmoid, "leaky_relu": F.leaky_relu,
+    "leaky_relu_0.2": lambda x: F.leaky_relu(x, 0.2), "hardtanh": F.hardtanh,
+    "hardtanh_args": lambda x: F.hardtanh(x, -0.5, 2.0), "elu": F.elu, "elu_0.5": lambda x: F.elu(x, 0.5),
+    "celu": F.celu, "celu_2": lambda x: F.celu(x, 2.0), "torch_celu": lambda x: torch.celu(x, 0.5),
+    "softplus": F.softplus, "softplus_beta": lambda x: F.softplus(x, beta=2.0),
+    "softplus_threshold": lambda x: F.softplus(x, beta=1.5, threshold=1.0), "hardsigmoid": F.hardsigmoid,
+    "hardswish": F.hardswish, "silu": F.silu, "mish": F.mish, "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "rrelu_eval": lambda x: F.rrelu(x, 0.1, 0.3),
+    "torch_rrelu": lambda x: torch.rrelu(x, 0.1, 0.3), "softshrink": F.softshrink,
+    "softshrink_1": lambda x: F.softshrink(x, 1.0), "hardshrink": F.hardshrink,
+    "hardshrink_method": lambda x: x.hardshrink(0.8), "tanhshrink": F.tanhshrink,
+    "threshold": lambda x: F.threshold(x, 0.3, -2.0), "torch_threshold": lambda x: torch.threshold(x, -0.1, 5.0),
+    "relu_": lambda x: F.relu(x * 1, inplace=True), "leaky_relu_": lambda x: F.leaky_relu_(x * 1, 0.1),
+    "sigmoid_": lambda x: (x * 1).sigmoid_(), "hardtanh_": lambda x: F.hardtanh(x * 1, inplace=True),
+    "elu_": lambda x: F.elu(x * 1, inplace=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ACTIVATIONS))
+def test_activation(name):
+    check_module(_ACTIVATIONS[name], torch.randn(2, 3, 4) * 3)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("module", [nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.Mish(), nn.Softplus()],
+                         ids=["relu", "gelu", "silu", "hardswish", "mish", "softplus"])
+def test_modules_over_ranks(module, shape):
+    check_module(module, torch.randn(shape) * 3)
+
+
+@pytest.mark.parametrize("module", [
+    nn.ReLU6(), nn.Hardsigmoid(), nn.LeakyReLU(0.3), nn.ELU(0.7), nn.CELU(1.5), nn.SELU(), nn.RReLU(), nn.GLU(),
+    nn.GLU(dim=1), nn.LogSigmoid(), nn.Softshrink(0.3), nn.Hardshrink(0.3), nn.Tanhshrink(), nn.Threshold(0.1, 20),
+    nn.Softsign(), nn.Hardtanh(-2, 2), nn.Sigmoid(), nn.Tanh(), nn.GELU("tanh"), nn.Softplus(2, 5),
+], ids=lambda m: repr(m))
+def test_modules(module):
+    check_module(module, torch.randn(2, 4, 6) * 3)
+
+
+def test_hard_functions_at_their_corners():
+    # hardsigmoid/hardswish/relu6 switch exactly at -3, 3 and 6.
+    x = torch.tensor([-4.0, -3.0, -2.999, 0.0, 2.999, 3.0, 5.0, 6.0, 6.5])
+    check_module(lambda x: torch.stack([F.hardsigmoid(x), F.hardswish(x), F.relu6(x)]), x)
+
+
+@pytest.mark.parametrize("num_parameters", [1, 4])
+@pytest.mark.parametrize("shape", [(2, 4), (2, 4, 5), (1, 4, 3, 3)])
+def test_prelu(num_parameters, shape):
+    module = nn.PReLU(num_parameters)
+    with torch.no_grad():
+        module.weight.copy_(torch.linspace(-0.5, 0.5, num_parameters))
+    check_module(module, torch.randn(shape))
+
+
+def test_prelu_unbatched_1d():
+    check_module(lambda x: F.prelu(x, torch.tensor([0.1])), torch.randn(3))
+
+
+def test_rrelu_training_is_reported():
+    report = torch2x.report(_Wrap(lambda x: F.rrelu(x * 1, training=True)), [torch.randn(4)])
+    assert not report.ok
+
+
+@pytest.mark.parametrize("module", [nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.Mish(), nn.Sigmoid(), nn.ELU(),
+                                    nn.Softplus()], ids=lambda m: repr(m))
+def test_fp16(module):
+    check_module(module, torch.randn(2, 8, 4) * 3, rtol=1e-2, fp16=True)
