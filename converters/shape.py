@@ -1,0 +1,380 @@
+"""Shape ops: views, permutations, broadcasting copies, splits and joins, flips and rolls, pixel/channel shuffles.
+
+Shapes are fixed, so most converters read the output shape off the real torch result
+and need one shuffle or one slice layer.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter, lookup
+
+
+def _shape(t) -> tuple:
+    return tuple(int(s) for s in t.shape)
+
+
+def _shuffle(ctx, x, reshape: Sequence[int], transpose: Sequence[int]):
+    """One shuffle layer: reshape to ``reshape``, then permute with ``transpose``."""
+    layer = ctx.network.add_shuffle(x)
+    layer.reshape_dims = tuple(int(s) for s in reshape)
+    layer.zero_is_placeholder = False
+    layer.second_transpose = tuple(int(p) for p in transpose)
+    return layer.get_output(0)
+
+
+def _dims_arg(call, name: str) -> list:
+    """A sizes/dims argument given as ``*ints``, one tuple/list/torch.Size, or by keyword."""
+    if name in call.kwargs:
+        value = call.kwargs[name]
+    else:
+        value = call.args[1:]
+        if len(value) == 1 and isinstance(value[0], (tuple, list, torch.Size)):
+            value = value[0]
+    return [int(v) for v in ([value] if isinstance(value, int) else value)]
+
+
+# ----------------------------------------------------------------------------- reshapes
+
+@converter("torch.Tensor.view", "torch.Tensor.reshape", "torch.reshape", "torch.Tensor.view_as",
+           "torch.Tensor.reshape_as", "torch.flatten", "torch.Tensor.flatten", "torch.unflatten",
+           "torch.Tensor.unflatten", "torch.squeeze", "torch.Tensor.squeeze", "torch.Tensor.squeeze_",
+           "torch.unsqueeze", "torch.Tensor.unsqueeze", "torch.Tensor.unsqueeze_", "torch.ravel",
+           "torch.Tensor.ravel", "torch.atleast_1d", "torch.atleast_2d", "torch.atleast_3d",
+           "torch.view_copy", "torch.squeeze_copy", "torch.unsqueeze_copy",
+           signature="input, *args, **kwargs")
+def reshape(ctx, call):
+    out = call.output if isinstance(call.output, torch.Tensor) else call.args[0]
+    source = call.arg("input")
+    if isinstance(out, (tuple, list)) or not isinstance(source, torch.Tensor):
+        raise ConversionError(f"{call.name} of several tensors is not supported; call it on each tensor")
+    if out.dtype != source.dtype:
+        raise ConversionError(f"{call.name} reinterprets {source.dtype} bits as {out.dtype}; TensorRT has no bitcast")
+    return ctx.reshape(ctx.trt(source), _shape(out))
+
+
+# ----------------------------------------------------------------------------- permutations
+
+@converter("torch.permute", "torch.Tensor.permute", signature="input, *args, **kwargs")
+def permute(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    rank = len(x.shape)
+    return ctx.permute(x, [ctx.axis(d, rank) for d in _dims_arg(call, "dims")])
+
+
+def _swap(ctx, x, d0: int, d1: int):
+    rank = len(x.shape)
+    order = list(range(rank))
+    a, b = ctx.axis(d0, rank), ctx.axis(d1, rank)
+    order[a], order[b] = order[b], order[a]
+    return ctx.permute(x, order)
+
+
+@converter("torch.transpose", "torch.Tensor.transpose", "torch.Tensor.transpose_", "torch.swapaxes",
+           "torch.Tensor.swapaxes", "torch.Tensor.swapaxes_", "torch.swapdims", "torch.Tensor.swapdims",
+           "torch.Tensor.swapdims_", "torch.transpose_copy", signature="input, dim0, dim1")
+def transpose(ctx, call):
+    return _swap(ctx, ctx.trt(call.arg("input")), call.arg("dim0"), call.arg("dim1"))
+
+
+@converter("torch.t", "torch.Tensor.t", "torch.Tensor.t_", signature="input")
+def t(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    return x if len(x.shape) < 2 else _swap(ctx, x, 0, 1)
+
+
+@converter("torch.Tensor.T", "torch.Tensor.H", signature="input")
+def full_transpose(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    return ctx.permute(x, range(len(x.shape) - 1, -1, -1))
+
+
+@converter("torch.Tensor.mT", "torch.Tensor.mH", "torch.adjoint", "torch.Tensor.adjoint", signature="input")
+def matrix_transpose(ctx, call):
+    if call.arg("input").is_complex():
+        raise ConversionError("complex tensors have no TensorRT type")
+    return _swap(ctx, ctx.trt(call.arg("input")), -2, -1)
+
+
+@converter("torch.movedim", "torch.Tensor.movedim", "torch.moveaxis", "torch.Tensor.moveaxis",
+           signature="input, source, destination")
+def movedim(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    rank = len(x.shape)
+    src, dst = call.arg("source"), call.arg("destination")
+    src = [src] if isinstance(src, int) else list(src)
+    dst = [dst] if isinstance(dst, int) else list(dst)
+    src = [ctx.axis(s, rank) for s in src]
+    dst = [ctx.axis(d, rank) for d in dst]
+    order = [None] * rank
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(a for a in range(rank) if a not in src)
+    return ctx.permute(x, [o if o is not None else next(rest) for o in order])
+
+
+# ----------------------------------------------------------------------------- identity
+
+if lookup("torch.Tensor.contiguous") is None:  # elementwise.py may own it (the registry is a dict)
+    @converter("torch.Tensor.contiguous", signature="input, memory_format=None")
+    def contiguous(ctx, call):
+        return ctx.trt(call.arg("input"))
+
+
+# ----------------------------------------------------------------------------- broadcasting copies
+
+@converter("torch.Tensor.expand", "torch.Tensor.expand_as", "torch.broadcast_to", "torch.Tensor.broadcast_to",
+           "torch.expand_copy", signature="input, *args, **kwargs")
+def expand(ctx, call):
+    return ctx.expand(ctx.trt(call.arg("input")), _shape(call.output))
+
+
+@converter("torch.broadcast_tensors", signature="*tensors")
+def broadcast_tensors(ctx, call):
+    return [ctx.expand(ctx.trt(t), _shape(o)) for t, o in zip(call.arg("tensors"), call.output)]
+
+
+@converter("torch.Tensor.repeat", "torch.tile", "torch.Tensor.tile", signature="input, *args, **kwargs")
+def tile(ctx, call):
+    # A WRAP slice reads input[i mod size] on every axis: a tiling in one layer.
+    x = ctx.trt(call.arg("input"))
+    shape = _shape(call.output)
+    x = ctx.reshape(x, (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
+    if tuple(x.shape) == shape:
+        return x
+    return ctx.slice(x, (0,) * len(shape), shape, mode=trt.SampleMode.WRAP)
+
+
+@converter("torch.repeat_interleave", "torch.Tensor.repeat_interleave",
+           signature="input, repeats=None, dim=None, *, output_size=None")
+def repeat_interleave(ctx, call):
+    source, repeats, dim = call.arg("input"), call.arg("repeats"), call.arg("dim")
+    if repeats is None:
+        raise ConversionError("repeat_interleave(repeats) makes a data-dependent shape")
+    if ctx.is_traced(repeats):
+        raise ConversionError("repeat_interleave with repeats computed in the network has a data-dependent shape")
+    x = ctx.trt(source)
+    if dim is None:
+        x, dim = ctx.reshape(x, (source.numel(),)), 0
+    axis = ctx.axis(dim, len(x.shape))
+    index = torch.repeat_interleave(torch.arange(x.shape[axis]), torch.as_tensor(repeats))
+    layer = ctx.network.add_gather(x, ctx.constant(index, trt.DataType.INT64), axis)
+    return layer.get_output(0)
+
+
+# ----------------------------------------------------------------------------- splits
+
+def _piece(ctx, x, axis: int, start: int, size: int):
+    starts = [0] * len(x.shape)
+    shape = list(x.shape)
+    starts[axis], shape[axis] = start, size
+    return ctx.slice(x, starts, shape)
+
+
+def _split_consecutive(ctx, call, dim_name: str = "dim"):
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg(dim_name), len(x.shape))
+    pieces, start = [], 0
+    for out in call.output:
+        size = int(out.shape[axis])
+        pieces.append(_piece(ctx, x, axis, start, size))
+        start += size
+    return pieces
+
+
+@converter("torch.split", signature="input, split_size_or_sections, dim=0")
+@converter("torch.Tensor.split", "torch.Tensor.unsafe_split", "torch.unsafe_split",
+           signature="input, split_size, dim=0")
+@converter("torch.split_with_sizes", "torch.Tensor.split_with_sizes", "torch.Tensor.unsafe_split_with_sizes",
+           signature="input, split_sizes, dim=0")
+@converter("torch.chunk", "torch.Tensor.chunk", signature="input, chunks, dim=0")
+def split(ctx, call):
+    return _split_consecutive(ctx, call)
+
+
+@converter("torch.tensor_split", "torch.Tensor.tensor_split",
+           signature="input, indices_or_sections=None, dim=0, *, sections=None, indices=None, tensor_indices_or_sections=None")
+def tensor_split(ctx, call):
+    given = [call.arg(n) for n in ("indices_or_sections", "indices", "tensor_indices_or_sections", "sections")]
+    spec = next(v for v in given if v is not None)
+    if isinstance(spec, torch.Tensor):
+        spec = spec.tolist()
+    if isinstance(spec, int):
+        return _split_consecutive(ctx, call)
+    # Explicit indices may overlap or run backwards (x[3:1] is empty): Python slice semantics.
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg("dim"), len(x.shape))
+    n = int(x.shape[axis])
+    bounds = [0] + [int(i) for i in spec] + [n]
+    pieces = []
+    for lo, hi, out in zip(bounds, bounds[1:], call.output):
+        start, stop, _ = slice(lo, hi).indices(n)
+        size = int(out.shape[axis])
+        pieces.append(_piece(ctx, x, axis, start if size else 0, size))
+    return pieces
+
+
+@converter("torch.hsplit", "torch.Tensor.hsplit", "torch.vsplit", "torch.Tensor.vsplit", "torch.dsplit",
+           "torch.Tensor.dsplit", signature="input, indices_or_sections")
+def hvdsplit(ctx, call):
+    source, spec = call.arg("input"), call.arg("indices_or_sections")
+    dim = {"hsplit": 1 if source.dim() > 1 else 0, "vsplit": 0, "dsplit": 2}[call.name.rsplit(".", 1)[-1]]
+    if isinstance(spec, int):
+        x = ctx.trt(source)
+        return [_piece(ctx, x, dim, k * (x.shape[dim] // spec), x.shape[dim] // spec) for k in range(spec)]
+    x = ctx.trt(source)
+    n = int(x.shape[dim])
+    bounds = [0] + [int(i) for i in spec] + [n]
+    return [_piece(ctx, x, dim, slice(lo, hi).indices(n)[0] if int(o.shape[dim]) else 0, int(o.shape[dim]))
+            for lo, hi, o in zip(bounds, bounds[1:], call.output)]
+
+
+@converter("torch.unbind", "torch.Tensor.unbind", signature="input, dim=0")
+def unbind(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg("dim"), len(x.shape))
+    return [ctx.reshape(_piece(ctx, x, axis, k, 1), _shape(out)) for k, out in enumerate(call.output)]
+
+
+@converter("torch.narrow", "torch.Tensor.narrow", "torch.narrow_copy", "torch.Tensor.narrow_copy",
+           signature="input, dim, start, length")
+def narrow(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg("dim"), len(x.shape))
+    start = int(call.arg("start"))
+    return _piece(ctx, x, axis, start % x.shape[axis] if start < 0 else start, int(call.arg("length")))
+
+
+# ----------------------------------------------------------------------------- joins
+
+def _concat(ctx, tensors: list, axis: int):
+    if len(tensors) == 1:
+        return tensors[0]
+    layer = ctx.network.add_concatenation(tensors)
+    layer.axis = axis
+    return layer.get_output(0)
+
+
+@converter("torch.concatenate", signature="tensors, axis=0, *, out=None")
+@converter("torch.cat", "torch.concat", signature="tensors, dim=0, *, out=None")
+def cat(ctx, call):
+    out = call.output
+    dtype = ctx.dtype_for(out.dtype)
+    # torch.cat skips legacy empty 1-D tensors whatever the others' rank.
+    tensors = [ctx.trt(t, dtype) for t in call.arg("tensors") if not (t.dim() == 1 and t.numel() == 0)]
+    if not tensors:
+        raise ConversionError("cat of empty tensors only")
+    dim = call.arg("dim", None)
+    return _concat(ctx, tensors, ctx.axis(call.arg("axis") if dim is None else dim, out.dim()))
+
+
+@converter("torch.stack", signature="tensors, dim=0, *, out=None")
+def stack(ctx, call):
+    out = call.output
+    dtype = ctx.dtype_for(out.dtype)
+    tensors = [ctx.trt(t, dtype) for t in call.arg("tensors")]
+    axis = ctx.axis(call.arg("dim"), out.dim())
+    rank = out.dim() - 1
+    if axis < rank:
+        # Concatenating along the existing axis then splitting it gives the stacked order: 2 layers for any n.
+        return ctx.reshape(_concat(ctx, tensors, axis), _shape(out))
+    return _concat(ctx, [ctx.reshape(t, tuple(t.shape) + (1,)) for t in tensors], axis)
+
+
+@converter("torch.hstack", "torch.vstack", "torch.row_stack", "torch.dstack", "torch.column_stack",
+           signature="tensors, *, out=None")
+def hvdstack(ctx, call):
+    out = call.output
+    dtype = ctx.dtype_for(out.dtype)
+    kind = call.name.rsplit(".", 1)[-1]
+    axis = {"hstack": 1 if out.dim() > 1 else 0, "vstack": 0, "row_stack": 0, "dstack": 2, "column_stack": 1}[kind]
+    at_least = {"hstack": torch.atleast_1d, "dstack": torch.atleast_3d}.get(kind, torch.atleast_2d)
+    tensors = []
+    for t in call.arg("tensors"):
+        if kind == "column_stack" and t.dim() <= 1:
+            shape = (t.numel(), 1)
+        else:
+            shape = tuple(at_least(torch.empty(t.shape, device="meta")).shape)
+        tensors.append(ctx.reshape(ctx.trt(t, dtype), shape))
+    return _concat(ctx, tensors, axis)
+
+
+# ----------------------------------------------------------------------------- flips and rolls
+
+@converter("torch.flip", "torch.Tensor.flip", signature="input, *args, **kwargs")
+def flip(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    rank = len(x.shape)
+    axes = {ctx.axis(d, rank) for d in _dims_arg(call, "dims")}
+    shape = tuple(x.shape)
+    start = [shape[a] - 1 if a in axes else 0 for a in range(rank)]
+    stride = [-1 if a in axes else 1 for a in range(rank)]
+    return ctx.slice(x, start, shape, stride)
+
+
+@converter("torch.fliplr", "torch.Tensor.fliplr", "torch.flipud", "torch.Tensor.flipud", signature="input")
+def fliplr(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    axis = 1 if call.name.endswith("lr") else 0
+    start = [x.shape[a] - 1 if a == axis else 0 for a in range(len(x.shape))]
+    stride = [-1 if a == axis else 1 for a in range(len(x.shape))]
+    return ctx.slice(x, start, tuple(x.shape), stride)
+
+
+@converter("torch.roll", "torch.Tensor.roll", signature="input, shifts, dims=None")
+def roll(ctx, call):
+    # out[i] = in[(i - shift) mod n]: one WRAP slice starting at -shift, for every rolled axis at once.
+    source = call.arg("input")
+    shifts, dims = call.arg("shifts"), call.arg("dims")
+    shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+    x = ctx.trt(source)
+    if dims is None or dims == []:
+        x, dims = ctx.reshape(x, (source.numel(),)), [0]
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    rank = len(x.shape)
+    start = [0] * rank
+    for s, d in zip(shifts, dims):
+        a = ctx.axis(d, rank)
+        start[a] = (start[a] - int(s)) % max(int(x.shape[a]), 1)
+    y = ctx.slice(x, start, tuple(x.shape), mode=trt.SampleMode.WRAP) if any(start) else x
+    return ctx.reshape(y, _shape(call.output))
+
+
+# ----------------------------------------------------------------------------- pixel and channel shuffles
+
+@converter("torch.nn.functional.pixel_shuffle", "torch.pixel_shuffle", signature="input, upscale_factor")
+def pixel_shuffle(ctx, call):
+    source, r = call.arg("input"), int(call.arg("upscale_factor"))
+    *lead, c, h, w = _shape(source)
+    n = 1
+    for d in lead:
+        n *= d
+    y = _shuffle(ctx, ctx.trt(source), (n, c // (r * r), r, r, h, w), (0, 1, 4, 2, 5, 3))
+    return ctx.reshape(y, _shape(call.output))
+
+
+@converter("torch.nn.functional.pixel_unshuffle", "torch.pixel_unshuffle", signature="input, downscale_factor")
+def pixel_unshuffle(ctx, call):
+    source, r = call.arg("input"), int(call.arg("downscale_factor"))
+    *lead, c, h, w = _shape(source)
+    n = 1
+    for d in lead:
+        n *= d
+    y = _shuffle(ctx, ctx.trt(source), (n, c, h // r, r, w // r, r), (0, 1, 3, 5, 2, 4))
+    return ctx.reshape(y, _shape(call.output))
+
+
+@converter("torch.nn.functional.channel_shuffle", "torch.channel_shuffle", "torch.native_channel_shuffle",
+           signature="input, groups")
+def channel_shuffle(ctx, call):
+    source, g = call.arg("input"), int(call.arg("groups"))
+    n, c, *rest = _shape(source)
+    inner = 1
+    for d in rest:
+        inner *= d
+    y = _shuffle(ctx, ctx.trt(source), (n, g, c // g, inner), (0, 2, 1, 3))
+    return ctx.reshape(y, _shape(call.output))
