@@ -125,6 +125,20 @@ def _topological(layers: list, available: set) -> list:
     return ordered
 
 
+def _plan_layer(layer: "trt.ILayer") -> tuple:
+    """(layer, its LayerType, input names (None for absent inputs), (name, trt dtype, torch dtype, shape) per output)."""
+    ins = [layer.get_input(k) for k in range(layer.num_inputs)]
+    outs = []
+    for k in range(layer.num_outputs):
+        t = layer.get_output(k)
+        try:
+            dtype = to_torch(t.dtype)
+        except TypeError:
+            dtype = None
+        outs.append((t.name, t.dtype, dtype, tuple(t.shape)))
+    return layer, layer_type(layer), [None if t is None else t.name for t in ins], outs
+
+
 class Interpreter:
     """A network read back once, runnable many times: ``Interpreter(net)(inputs)``."""
 
@@ -133,6 +147,9 @@ class Interpreter:
         self.inputs = [network.get_input(i) for i in range(network.num_inputs)]
         self.outputs = [network.get_output(i) for i in range(network.num_outputs)]
         self.layers = _topological(_layers(network), {t.name for t in self.inputs})
+        # Everything __call__ needs about each layer, read from TensorRT once: per-run pybind reads
+        # dominated the time of networks with many small layers (swin_t: 16,653 layers).
+        self._plan = [_plan_layer(layer) for layer in self.layers]
         self._envs: dict = {}
 
     def _check_inputs(self, feeds: dict) -> None:
@@ -164,14 +181,11 @@ class Interpreter:
         values: dict = dict(feeds)
         device = next(iter(feeds.values())).device if feeds else torch.device("cpu")
         env = self._envs.setdefault(device, Env(device))
-        for layer in self.layers:
-            fn = RULES.get(layer_type(layer))
+        for layer, ltype, in_names, out_decls in self._plan:
+            fn = RULES.get(ltype)
             if fn is None:
                 raise UnsupportedLayerError(layer)
-            ins = []
-            for k in range(layer.num_inputs):
-                t = layer.get_input(k)
-                ins.append(None if t is None else values[t.name])
+            ins = [None if n is None else values[n] for n in in_names]
             try:
                 out = fn(layer, ins, env)
             except (UnsupportedLayerError, LayerExecutionError):
@@ -182,19 +196,18 @@ class Interpreter:
                     f"{[None if v is None else tuple(v.shape) for v in ins]}: {exc}"
                 ) from exc
             outs = [out] if isinstance(out, torch.Tensor) else list(out)
-            for k in range(layer.num_outputs):
-                declared = layer.get_output(k)
+            for k, (name, trt_dtype, dtype, shape) in enumerate(out_decls):
                 value = outs[k]
-                dtype = to_torch(declared.dtype)
+                if dtype is None:
+                    dtype = to_torch(trt_dtype)  # raises the clear error for types torch cannot hold
                 if value.dtype != dtype:
                     value = value.to(dtype)
-                shape = tuple(declared.shape)
                 if len(shape) != value.dim() or any(d >= 0 and d != s for d, s in zip(shape, value.shape)):
                     raise LayerExecutionError(
                         f"layer {layer.name!r} ({str(layer_type(layer)).split('.')[-1]}) produced output {k} of shape "
                         f"{tuple(value.shape)}, TensorRT infers {shape}"
                     )
-                values[declared.name] = value
+                values[name] = value
         result = {t.name: values[t.name] for t in self.outputs}
         if capture == "all":
             result.update({k: v for k, v in values.items() if k not in result})
