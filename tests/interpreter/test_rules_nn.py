@@ -220,6 +220,16 @@ def test_layer_norm_two_axes(fresh):
     torch.testing.assert_close(got, ref, **TOL)
 
 
+def test_normalization_over_a_middle_axis(fresh):
+    net = fresh.network
+    x = torch.randn(2, 5, 3)
+    g, b = torch.randn(1, 5, 1), torch.randn(1, 5, 1)
+    layer = net.add_normalization(_input(net, x), _const(net, g), _const(net, b), 1 << 1)
+    got = _run(fresh, layer, {"x": x})
+    ref = F.layer_norm(x.transpose(1, 2), (5,), g.reshape(5), b.reshape(5), eps=1e-5).transpose(1, 2)
+    torch.testing.assert_close(got, ref, **TOL)
+
+
 def test_instance_norm(fresh):
     net = fresh.network
     x = torch.randn(2, 3, 5, 6)
@@ -232,7 +242,8 @@ def test_instance_norm(fresh):
 
 def test_group_norm_per_group_scale(fresh):
     # TensorRT's group normalization takes scale/bias per group ([1, G, 1, 1]); a per-channel
-    # [1, C, 1, 1] scale is rejected by the builder (checked on TensorRT-RTX 1.7).
+    # [1, C, 1, 1] scale is rejected by the builder, and so are axes that leave a spatial axis out
+    # ("reduction dimension 2 must be 1 when nbGroups != 1"), checked on TensorRT-RTX 1.7.
     net = fresh.network
     x = torch.randn(2, 6, 4, 5)
     g, b = torch.randn(1, 3, 1, 1), torch.randn(1, 3, 1, 1)

@@ -254,7 +254,16 @@ def normalization(layer, inputs, env):
     xf = x.to(dtype)
     axes = _axes(cfg["axes"], x.dim())
     groups = cfg["groups"]
-    if groups > 1:
+    rank = x.dim()
+    trailing = axes == list(range(rank - len(axes), rank)) and len(axes) > 0
+    if trailing and axes[0] == 2:
+        # Instance (groups == 1: one group per channel) or group normalization over all spatial
+        # axes: PyTorch's fused kernel computes the same statistics.
+        y = F.group_norm(xf, groups if groups > 1 else xf.shape[1], eps=cfg["eps"])
+    elif trailing and groups == 1:
+        # Layer normalization over trailing axes: the fused kernel, same statistics.
+        y = F.layer_norm(xf, tuple(xf.shape[axes[0]:]), eps=cfg["eps"])
+    elif groups > 1:
         # The channel axis (1) is split into groups; statistics cover a group's channels and the axes.
         n, c = xf.shape[0], xf.shape[1]
         xg = xf.reshape((n, groups, c // groups) + tuple(xf.shape[2:]))
