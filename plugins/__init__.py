@@ -4,3 +4,4 @@ Importing this package registers the converters (torchvision's deform_conv2d, ro
 nms/batched_nms; F.grid_sample) and their tracer targets.
 """
 from . import sampling  # noqa: F401
+from . import roi_align  # noqa: F401,E402

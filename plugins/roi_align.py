@@ -1,0 +1,139 @@
+"""torchvision's roi_align from gathers and elementwise layers, with no plugin.
+
+Every box is cut into ``output_size`` bins, each bin is sampled on a regular grid of
+points, each point reads the feature map bilinearly (torchvision's ``bilinear_interpolate``:
+points within one pixel outside the map read the border, farther ones read 0), and the bin
+averages its points. The four corners of all points are fetched with one gather each from
+the feature map laid out as ``[N*H*W, C]`` rows, so the box's batch index is part of the row.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter
+from torch2x.tracer import register_target
+
+EW = trt.ElementWiseOperation
+F32 = trt.DataType.FLOAT
+
+
+def _rois(ctx, boxes):
+    """Boxes as one ``[K, 5]`` (batch index, x1, y1, x2, y2) float network tensor, and as torch values."""
+    if isinstance(boxes, torch.Tensor):
+        return ctx.trt(boxes, F32), boxes
+    parts, values = [], []
+    for i, b in enumerate(boxes):  # torchvision's convert_boxes_to_roi_format: list position is the batch index
+        if b.shape[0] == 0:
+            continue
+        column = ctx.constant(np.full((b.shape[0], 1), i, np.float32), F32)
+        parts.append(ctx.network.add_concatenation([column, ctx.trt(b, F32)]))
+        parts[-1].axis = 1
+        parts[-1] = parts[-1].get_output(0)
+        values.append(torch.cat([torch.full((b.shape[0], 1), float(i)), b.float()], 1))
+    if not parts:
+        raise ConversionError("roi_align got no boxes")
+    if len(parts) == 1:
+        return parts[0], values[0]
+    layer = ctx.network.add_concatenation(parts)
+    layer.axis = 0
+    return layer.get_output(0), torch.cat(values)
+
+
+def _sample_fractions(ctx, call, rois_value, bins: int, axis: int, scale: float, aligned: bool):
+    """Where the points of a bin sit (in bins, [K or 1, S]) and the weight of each point ([K or 1, S]).
+
+    sampling_ratio > 0 puts that many points per bin on every box. Adaptive sampling (<= 0) puts
+    ceil(box size / bins) points, a count read from the box values: expressible with fixed shapes only
+    for constant boxes (the largest count, with the extra points weighted 0)."""
+    ratio = int(call.arg("sampling_ratio"))
+    if ratio > 0:
+        counts = np.array([ratio])
+    else:
+        if any(ctx.is_traced(t) for t in ([call.arg("boxes")] if isinstance(call.arg("boxes"), torch.Tensor)
+                                          else call.arg("boxes"))):
+            raise ConversionError(
+                "adaptive sampling (sampling_ratio <= 0) takes ceil(box size / output size) points per bin, a "
+                "number read from the box values; pass sampling_ratio > 0 (torchvision's detection models use 2)")
+        lo, hi = rois_value[:, 1 + axis].double() * scale, rois_value[:, 3 + axis].double() * scale
+        size = (hi - lo) if aligned else (hi - lo).clamp(min=1.0)
+        counts = np.ceil((size / bins).numpy()).astype(np.int64)
+    s = max(int(counts.max()), 1)
+    j = np.arange(s)[None, :]
+    per = np.maximum(counts, 1)[:, None]
+    frac = ((j + 0.5) / per).astype(np.float32)
+    weight = np.where(j < counts[:, None], 1.0 / per, 0.0).astype(np.float32)
+    return frac, weight
+
+
+def _axis_points(ctx, lo, hi, bins, frac, weight, size: int, aligned: bool):
+    """Per box, along one axis: corner rows (low, high as int32) and their weights, for every point.
+
+    ``lo``/``hi`` are [K, 1] box edges in feature-map pixels; the result tensors are [K, bins * S]."""
+    length = ctx.elementwise(hi, lo, EW.SUB)
+    if not aligned:  # legacy roi_align: boxes are at least one pixel
+        length = ctx.elementwise(length, 1.0, EW.MAX)
+    k, s = frac.shape
+    offsets = (np.arange(bins)[None, :, None] + frac[:, None, :]).reshape(k, bins * s) / bins
+    pos = ctx.elementwise(lo, ctx.elementwise(length, ctx.constant(offsets.astype(np.float32), F32), EW.PROD), EW.SUM)
+    # torchvision: points beyond one pixel outside the map read 0, the others are clamped into it
+    inside = ctx.elementwise(ctx.cast(ctx.elementwise(pos, -1.0, EW.LESS), F32),
+                             ctx.cast(ctx.elementwise(pos, float(size), EW.GREATER), F32), EW.MAX)
+    keep = ctx.elementwise(1.0, inside, EW.SUB, F32)
+    pos = ctx.elementwise(ctx.elementwise(pos, 0.0, EW.MAX), float(size - 1), EW.MIN)
+    low = ctx.unary(pos, trt.UnaryOperation.FLOOR)
+    frac_high = ctx.elementwise(pos, low, EW.SUB)
+    frac_low = ctx.elementwise(1.0, frac_high, EW.SUB, F32)
+    w = ctx.elementwise(keep, ctx.constant(np.repeat(weight[:, None, :], bins, 1).reshape(k, bins * s), F32), EW.PROD)
+    low_i = ctx.cast(low, trt.DataType.INT32)
+    high_i = ctx.elementwise(ctx.elementwise(low_i, 1, EW.SUM, trt.DataType.INT32), size - 1, EW.MIN,
+                             trt.DataType.INT32)
+    return (low_i, high_i), (ctx.elementwise(frac_low, w, EW.PROD), ctx.elementwise(frac_high, w, EW.PROD))
+
+
+@converter("torchvision.ops.roi_align", fp32=True)
+def roi_align(ctx, call):
+    x_t = call.arg("input")
+    n, c, h, w = x_t.shape
+    ph, pw = (call.arg("output_size"),) * 2 if isinstance(call.arg("output_size"), int) else call.arg("output_size")
+    scale, aligned = float(call.arg("spatial_scale")), bool(call.arg("aligned"))
+    rois, rois_value = _rois(ctx, call.arg("boxes"))
+    k = rois.shape[0]
+    col = [ctx.slice(rois, (0, j), (k, 1)) for j in range(5)]
+    shift = 0.5 if aligned else 0.0  # aligned=True moves box corners onto pixel centers
+
+    def edge(j):
+        return ctx.elementwise(ctx.elementwise(col[j], scale, EW.PROD), shift, EW.SUB)
+
+    frac_y, weight_y = _sample_fractions(ctx, call, rois_value, ph, 1, scale, aligned)
+    frac_x, weight_x = _sample_fractions(ctx, call, rois_value, pw, 0, scale, aligned)
+    ys, wys = _axis_points(ctx, edge(2), edge(4), ph, frac_y, weight_y, h, aligned)  # [K, Ay]
+    xs, wxs = _axis_points(ctx, edge(1), edge(3), pw, frac_x, weight_x, w, aligned)  # [K, Ax]
+    ay, ax = ys[0].shape[1], xs[0].shape[1]
+    batch_row = ctx.elementwise(ctx.cast(col[0], trt.DataType.INT32), h * w, EW.PROD, trt.DataType.INT32)
+    rows = ctx.permute(ctx.trt(x_t, F32), (0, 2, 3, 1))
+    rows = ctx.reshape(rows, (n * h * w, c))
+    total = None
+    for y, wy in zip(ys, wys):
+        base = ctx.elementwise(batch_row, ctx.elementwise(y, w, EW.PROD, trt.DataType.INT32), EW.SUM)
+        base = ctx.reshape(base, (k, ay, 1))
+        for x, wx in zip(xs, wxs):
+            index = ctx.elementwise(base, ctx.reshape(x, (k, 1, ax)), EW.SUM)
+            values = ctx.network.add_gather(rows, index, 0).get_output(0)  # [K, Ay, Ax, C]
+            weight = ctx.elementwise(ctx.reshape(wy, (k, ay, 1, 1)), ctx.reshape(wx, (k, 1, ax, 1)), EW.PROD)
+            term = ctx.elementwise(values, weight, EW.PROD)
+            total = term if total is None else ctx.elementwise(total, term, EW.SUM)
+    total = ctx.reshape(total, (k, ph, ay // ph, pw, ax // pw, c))
+    pooled = ctx.network.add_reduce(total, trt.ReduceOperation.SUM, (1 << 2) | (1 << 4), False).get_output(0)
+    return ctx.permute(pooled, (0, 3, 1, 2))
+
+
+# RoIAlign.forward looks roi_align up in torchvision.ops.roi_align (the module, which the
+# torchvision.ops attribute of the same name hides), MultiScaleRoIAlign in torchvision.ops.poolers.
+register_target("torchvision.ops.roi_align", "roi_align", "torchvision.ops.roi_align")
+register_target("torchvision.ops.poolers", "roi_align", "torchvision.ops.roi_align")
+register_target("torchvision.ops", "roi_align", "torchvision.ops.roi_align")
