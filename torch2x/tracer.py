@@ -59,6 +59,8 @@ _SKIP_FUNCTIONS = {
     "has_torch_function", "has_torch_function_unary", "has_torch_function_variadic", "handle_torch_function",
     "boolean_dispatch", "assert_int_or_pair", "_assert",
 }
+# Private torch functions that public modules call on their fused paths (nn.MultiheadAttention in eval).
+_PRIVATE_TORCH = {"_native_multi_head_attention", "_transformer_encoder_layer_fwd"}
 # Calls whose Python result is read from tensor values: the trace freezes it.
 DATA_DEPENDENT = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"}
 
@@ -95,7 +97,7 @@ def _targets() -> list:
     out = []
     for owner, prefix in ((torch, "torch"), (torch.nn.functional, "torch.nn.functional"), (torch.special, "torch.special"), (torch.linalg, "torch.linalg"), (torch.fft, "torch.fft")):
         for name in dir(owner):
-            if name.startswith("_") or name in _SKIP_FUNCTIONS:
+            if (name.startswith("_") and not (owner is torch and name in _PRIVATE_TORCH)) or name in _SKIP_FUNCTIONS:
                 continue
             obj = getattr(owner, name, None)
             if _is_function(obj) and not inspect.isclass(obj):

@@ -1,0 +1,246 @@
+"""Attention: F.scaled_dot_product_attention, nn.MultiheadAttention (F.multi_head_attention_forward and
+its fused eval path torch._native_multi_head_attention), nn.TransformerEncoderLayer's fused eval path.
+
+Everything is matrix multiply -> softmax -> matrix multiply, which computes exactly what PyTorch's
+math backend does; the scores are masked and normalized in float32 also in reduced precision.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .linear import matmul
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter
+
+Op = trt.ElementWiseOperation
+F32 = trt.DataType.FLOAT
+
+KEEP, DROP, ADD = "keep", "drop", "add"  # bool mask True = attend / True = masked out / float added
+
+
+def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False):
+    """softmax(q @ k^T * scale + masks) @ v on network tensors of equal rank (batch dims broadcast).
+
+    ``masks`` holds (network tensor, KEEP | DROP | ADD) pairs broadcastable to the scores.
+    Returns the output, and the attention probabilities too when ``probs_out``.
+    """
+    if scale != 1.0:
+        q = ctx.elementwise(q, float(scale), Op.PROD, dtype)
+    scores = ctx.cast(matmul(ctx, q, k, dtype, transpose_b=True), F32)
+    for mask, kind in masks:
+        if kind == ADD:
+            scores = ctx.elementwise(scores, ctx.cast(mask, F32), Op.SUM, F32)
+        else:
+            if mask.dtype != trt.DataType.BOOL:
+                raise ConversionError(f"a {kind} mask must be bool")
+            neg_inf = ctx.scalar(float("-inf"), F32)
+            scores_b, mask_b, fill = ctx.broadcast(scores, mask, neg_inf)
+            keep, drop = (scores_b, fill) if kind == KEEP else (fill, scores_b)
+            scores = ctx.network.add_select(mask_b, keep, drop).get_output(0)
+    softmax = ctx.network.add_softmax(scores)
+    softmax.axes = 1 << (len(scores.shape) - 1)
+    probs = softmax.get_output(0)
+    out = matmul(ctx, ctx.cast(probs, dtype), v, dtype)
+    return (out, probs) if probs_out else out
+
+
+def _causal(ctx, length, source, dtype=trt.DataType.BOOL):
+    """torch's is_causal mask: query i attends to keys 0..i (top-left aligned), as a KEEP mask."""
+    return ctx.constant(torch.ones(length, source, dtype=torch.bool).tril(), dtype)
+
+
+def _shuffle(ctx, x, reshape=None, first=None, second=None):
+    """One shuffle layer: transpose ``first``, reshape, transpose ``second`` (None: skip that step)."""
+    layer = ctx.network.add_shuffle(x)
+    if first is not None:
+        layer.first_transpose = tuple(first)
+    if reshape is not None:
+        layer.reshape_dims = tuple(int(d) for d in reshape)
+        layer.zero_is_placeholder = False
+    if second is not None:
+        layer.second_transpose = tuple(second)
+    return layer.get_output(0)
+
+
+# ----------------------------------------------------------------------------- scaled_dot_product_attention
+
+@converter("torch.nn.functional.scaled_dot_product_attention",
+           signature="query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, "
+                     "enable_gqa=False")
+def scaled_dot_product_attention(ctx, call):
+    if call.arg("dropout_p") > 0:
+        raise ConversionError("scaled_dot_product_attention with dropout_p > 0 is random; pass dropout_p=0.0 "
+                              "in eval (nn.MultiheadAttention does)")
+    dtype = ctx.dtype_for(call.output.dtype)
+    query, key, value = call.arg("query"), call.arg("key"), call.arg("value")
+    q, k, v = (ctx.trt(t, dtype) for t in (query, key, value))
+    scale = call.arg("scale")
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    L, S = query.shape[-2], key.shape[-2]
+    masks = []
+    if call.has("attn_mask"):
+        mask = call.arg("attn_mask")
+        masks.append((ctx.trt(mask), KEEP if mask.dtype == torch.bool else ADD))
+    if call.arg("is_causal"):
+        masks.append((_causal(ctx, L, S), KEEP))
+    hq, hk = (query.shape[-3] if query.dim() >= 3 else 1), (key.shape[-3] if key.dim() >= 3 else 1)
+    if call.arg("enable_gqa") and hq != hk:
+        # Each key/value head serves hq/hk query heads: group the query heads instead of repeating k and v.
+        lead, g = tuple(query.shape[:-3]), hq // hk
+        q = ctx.reshape(q, lead + (hk, g) + tuple(query.shape[-2:]))
+        k = ctx.reshape(k, tuple(key.shape[:-3]) + (hk, 1) + tuple(key.shape[-2:]))
+        v = ctx.reshape(v, tuple(value.shape[:-3]) + (hk, 1) + tuple(value.shape[-2:]))
+        masks = [(_head_grouped(ctx, m, hk, g), kind) for m, kind in masks]
+        out = attention(ctx, q, k, v, masks, scale, dtype)
+        return ctx.reshape(out, call.output.shape)
+    rank = max(len(t.shape) for t in (q, k, v))
+    q, k, v = ctx.broadcast(q, k, v) if rank > 2 else (q, k, v)
+    return attention(ctx, q, k, v, masks, scale, dtype)
+
+
+def _head_grouped(ctx, mask, hk, g):
+    """A mask over (..., hq, L, S) seen as (..., hk, g, L, S) (a size-1 head dim stays broadcast)."""
+    shape = tuple(mask.shape)
+    if len(shape) < 3 or shape[-3] == 1:
+        return ctx.reshape(mask, shape[:-2] + (1, 1) + shape[-2:]) if len(shape) >= 3 else mask
+    return ctx.reshape(mask, shape[:-3] + (hk, g) + shape[-2:])
+
+
+# ----------------------------------------------------------------------------- multi-head attention
+
+def _heads(ctx, x, batch_first, batched, heads):
+    """(L, N, E) / (N, L, E) / (L, E) -> (1, N, H, L, head_dim): the layout the attention core works in."""
+    shape = tuple(x.shape)
+    if not batched:
+        L, E = shape
+        return _shuffle(ctx, x, (1, L, 1, heads, E // heads), second=(0, 2, 3, 1, 4))
+    if batch_first:
+        N, L, E = shape
+        return _shuffle(ctx, x, (1, N, L, heads, E // heads), second=(0, 1, 3, 2, 4))
+    L, N, E = shape
+    return _shuffle(ctx, x, (1, L, N, heads, E // heads), second=(0, 2, 3, 1, 4))
+
+
+def _merge_heads(ctx, x, out_shape, batch_first, batched):
+    """(1, N, H, L, head_dim) -> (L, N, E) / (N, L, E) / (L, E)."""
+    order = (0, 1, 3, 2, 4) if batch_first or not batched else (3, 0, 1, 2, 4)
+    return _shuffle(ctx, x, first=order, reshape=out_shape)
+
+
+def _linear(ctx, x, weight, bias, dtype):
+    y = matmul(ctx, x, weight, dtype, transpose_b=True)
+    return y if bias is None else ctx.elementwise(y, bias, Op.SUM, dtype)
+
+
+def _split_packed(ctx, x, weight, bias, dtype, heads, batch_first, batched):
+    """Self-attention's packed projection as one matrix multiply, split into q, k, v heads."""
+    y = _linear(ctx, x, weight, bias, dtype)
+    shape = tuple(x.shape)
+    rows = shape[:2] if batched else (shape[0], 1)
+    order = (2, 0, 3, 1, 4) if batch_first and batched else (2, 1, 3, 0, 4)
+    y5 = _shuffle(ctx, y, rows + (3, heads, shape[-1] // heads), second=order)
+    part = (1,) + tuple(y5.shape)[1:]
+    return [ctx.network.add_slice(y5, (i, 0, 0, 0, 0), part, (1, 1, 1, 1, 1)).get_output(0) for i in range(3)]
+
+
+def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_weights, average, batch_first,
+         out_shape, dtype):
+    """The multi-head attention core shared by the functional and the fused paths.
+
+    ``proj`` is ("packed", weight, bias) or ("separate", (wq, wk, wv), (bq, bk, bv)); ``masks`` are
+    attention-core masks already shaped to broadcast against (1, N, H, L, S).
+    """
+    batched = query.dim() == 3
+    E = query.shape[-1]
+    if proj[0] == "packed" and query is key and key is value:
+        q, k, v = _split_packed(ctx, ctx.trt(query, dtype), proj[1], proj[2], dtype, heads, batch_first, batched)
+    else:
+        weights, biases = proj[1], proj[2]
+        if proj[0] == "packed":
+            weights = proj[1].chunk(3) if isinstance(proj[1], torch.Tensor) else None
+            biases = proj[2].chunk(3) if proj[2] is not None else (None, None, None)
+            if weights is None:
+                raise ConversionError("a traced in_proj_weight is not supported")
+        q, k, v = (_heads(ctx, _linear(ctx, ctx.trt(x, dtype), w, b, dtype), batch_first, batched, heads)
+                   for x, w, b in zip((query, key, value), weights, biases))
+    head_dim = E // heads
+    out, probs = attention(ctx, q, k, v, masks, 1.0 / math.sqrt(head_dim), dtype, probs_out=True)
+    out = _merge_heads(ctx, out, out_shape[:-1] + (E,), batch_first, batched)
+    out = _linear(ctx, out, out_weight, out_bias, dtype)
+    if not need_weights:
+        return [out]
+    if average:
+        reduce = ctx.network.add_reduce(probs, trt.ReduceOperation.AVG, 1 << 2, False)
+        probs = reduce.get_output(0)
+    L, S = tuple(probs.shape)[-2:]
+    N = tuple(probs.shape)[1]
+    lead = ((N,) if batched else ()) + (() if average else (heads,))
+    return [out, ctx.reshape(probs, lead + (L, S))]
+
+
+def _mask_kind(mask, bool_means_drop=True):
+    return (DROP if bool_means_drop else KEEP) if mask.dtype == torch.bool else ADD
+
+
+@converter("torch.nn.functional.multi_head_attention_forward")
+def multi_head_attention_forward(ctx, call):
+    a = call.bound()
+    if a["training"] and a["dropout_p"] > 0:
+        raise ConversionError("multi_head_attention_forward with training=True and dropout: call the module in eval")
+    if a["bias_k"] is not None or a["bias_v"] is not None or a["add_zero_attn"]:
+        raise ConversionError("multi_head_attention_forward with add_bias_kv or add_zero_attn is not supported")
+    if a["static_k"] is not None or a["static_v"] is not None:
+        raise ConversionError("multi_head_attention_forward with static_k/static_v is not supported")
+    query, key, value = a["query"], a["key"], a["value"]
+    heads = a["num_heads"]
+    batched = query.dim() == 3
+    L, S = query.shape[0], key.shape[0]
+    N = query.shape[1] if batched else 1
+    dtype = ctx.dtype_for(call.output[0].dtype)
+    attn_mask, kpm = a["attn_mask"], a["key_padding_mask"]
+    masks = []
+    if a["is_causal"] and kpm is None and not a["need_weights"]:
+        masks.append((_causal(ctx, L, S), KEEP))  # torch then ignores attn_mask, the causal hint wins
+    elif attn_mask is not None:
+        m = ctx.trt(attn_mask)
+        if attn_mask.dim() == 3:
+            m = ctx.reshape(m, (1, N, heads, L, S))
+        masks.append((m, _mask_kind(attn_mask)))
+    if kpm is not None:
+        masks.append((ctx.reshape(ctx.trt(kpm), (1, N, 1, 1, S)), _mask_kind(kpm)))
+    if a["use_separate_proj_weight"]:
+        b = a["in_proj_bias"]
+        proj = ("separate", (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"]),
+                b.chunk(3) if b is not None else (None, None, None))
+    else:
+        proj = ("packed", a["in_proj_weight"], a["in_proj_bias"])
+    return _mha(ctx, query, key, value, heads, proj, a["out_proj_weight"], a["out_proj_bias"], masks,
+                a["need_weights"], a["average_attn_weights"], False, tuple(call.output[0].shape), dtype)
+
+
+def _native_mask(ctx, mask, mask_type, N, heads, L, S):
+    """nn.MultiheadAttention.merge_masks' result (type 1: key padding (N, S); 2: (N, H|1, L, S); 0: (L, S))."""
+    m = ctx.trt(mask)
+    kind = _mask_kind(mask)
+    if mask.dim() == 2 and mask_type == 1:
+        return (ctx.reshape(m, (1, N, 1, 1, S)), kind)
+    return (ctx.reshape(m, (1,) * (5 - mask.dim()) + tuple(mask.shape)), kind)
+
+
+@converter("torch._native_multi_head_attention",
+           signature="query, key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias, "
+                     "mask=None, need_weights=True, average_attn_weights=True, mask_type=None")
+def native_multi_head_attention(ctx, call):
+    a = call.bound()
+    query, key = a["query"], a["key"]
+    heads = a["num_head"]
+    N, L = query.shape[0], query.shape[1]
+    S = key.shape[1]
+    masks = [] if a["mask"] is None else [_native_mask(ctx, a["mask"], a["mask_type"], N, heads, L, S)]
+    dtype = ctx.dtype_for(call.output[0].dtype)
+    return _mha(ctx, query, key, a["value"], heads, ("packed", a["qkv_weight"], a["qkv_bias"]), a["proj_weight"],
+                a["proj_bias"], masks, a["need_weights"], a["average_attn_weights"], True,
+                tuple(call.output[0].shape), dtype)

@@ -1,0 +1,147 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from harness import check_module
+
+import torch2x
+from torch2x.report import UnsupportedOperatorError
+
+B, H, L, S, E = 2, 4, 5, 6, 8
+
+
+def _qkv(lead=(B, H), ev=E):
+    return torch.randn(lead + (L, E)), torch.randn(lead + (S, E)), torch.randn(lead + (S, ev))
+
+
+@pytest.mark.parametrize("lead", [(), (3,), (B, H)])
+@pytest.mark.parametrize("scale", [None, 0.3])
+def test_sdpa(lead, scale):
+    check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=scale), *_qkv(lead, ev=3))
+
+
+@pytest.mark.parametrize("mask_shape", [(L, S), (B, 1, L, S), (B, H, L, S), (1, S)])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_sdpa_mask(mask_shape, dtype):
+    if dtype == torch.bool:
+        mask = torch.rand(mask_shape) > 0.3
+        mask[..., 0] = True  # a fully masked row is NaN in torch
+    else:
+        mask = torch.randn(mask_shape)
+    check_module(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m), *_qkv(), mask)
+    check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), *_qkv())
+
+
+@pytest.mark.parametrize("shapes", [(L, L), (L, S), (S, L)])
+def test_sdpa_causal(shapes):
+    lq, ls = shapes
+    q, k, v = torch.randn(B, H, lq, E), torch.randn(B, H, ls, E), torch.randn(B, H, ls, E)
+    check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v)
+
+
+def test_sdpa_gqa():
+    q, k, v = torch.randn(B, 4, L, E), torch.randn(B, 2, S, E), torch.randn(B, 2, S, E)
+    mask = torch.randn(B, 4, L, S)
+    check_module(lambda q, k, v: (F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+                                  F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)), q, k, v)
+
+
+def test_sdpa_fp16():
+    check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                 *_qkv(), rtol=1e-2, fp16=True)
+
+
+def test_sdpa_dropout_is_reported():
+    with pytest.raises(UnsupportedOperatorError, match="dropout_p"):
+        torch2x.build_network(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, dropout_p=0.5), _qkv())
+
+
+def _mha(batch_first, **kw):
+    torch.manual_seed(0)
+    return torch.nn.MultiheadAttention(E, 2, batch_first=batch_first, **kw).eval()
+
+
+def _seq(batch_first, n, batched=True):
+    if not batched:
+        return torch.randn(n, E)
+    return torch.randn(B, n, E) if batch_first else torch.randn(n, B, E)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("need_weights,average", [(True, True), (True, False), (False, True)])
+def test_mha_self(batch_first, need_weights, average):
+    m = _mha(batch_first)
+    check_module(lambda x: m(x, x, x, need_weights=need_weights, average_attn_weights=average),
+                 _seq(batch_first, L))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kv_same", [True, False])
+def test_mha_cross(batch_first, kv_same):
+    m = _mha(batch_first)
+    q, k, v = _seq(batch_first, L), _seq(batch_first, S), _seq(batch_first, S)
+    if kv_same:
+        check_module(lambda q, k: m(q, k, k), q, k)
+    else:
+        check_module(lambda q, k, v: m(q, k, v, average_attn_weights=False), q, k, v)
+
+
+def test_mha_kdim_vdim():
+    torch.manual_seed(0)
+    m = torch.nn.MultiheadAttention(E, 2, kdim=3, vdim=5).eval()
+    check_module(m, torch.randn(L, B, E), torch.randn(S, B, 3), torch.randn(S, B, 5))
+
+
+def test_mha_unbatched():
+    m = _mha(False)
+    check_module(lambda x, y: (m(x, x, x), m(x, y, y, average_attn_weights=False)), torch.randn(L, E),
+                 torch.randn(S, E))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("kpm_dtype", [torch.bool, torch.float32, None])
+@pytest.mark.parametrize("attn", ["bool", "float", "float3d", None])
+def test_mha_masks_constant(batch_first, need_weights, kpm_dtype, attn):
+    m = _mha(batch_first)
+    kpm = None
+    if kpm_dtype is torch.bool:
+        kpm = torch.zeros(B, L, dtype=torch.bool)
+        kpm[0, -2:] = True
+    elif kpm_dtype is not None:
+        kpm = torch.randn(B, L)
+    mask = {"bool": torch.rand(L, L) > 0.5, "float": torch.randn(L, L), "float3d": torch.randn(B * 2, L, L),
+            None: None}[attn]
+    if mask is not None and mask.dtype == torch.bool:
+        mask[:, 0] = False
+    if kpm is not None and mask is not None and kpm.dtype != mask.dtype:
+        pytest.skip("torch deprecates mixing mask types")
+    check_module(lambda x: m(x, x, x, key_padding_mask=kpm, attn_mask=mask, need_weights=need_weights),
+                 _seq(batch_first, L))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_mha_causal(batch_first):
+    m = _mha(batch_first)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(L)
+    check_module(lambda x: m(x, x, x, attn_mask=mask, is_causal=True, need_weights=False), _seq(batch_first, L))
+
+
+def test_mha_fp16():
+    m = _mha(True)
+    check_module(lambda x: m(x, x, x), _seq(True, L), rtol=1e-2, fp16=True)
+
+
+def test_mha_bias_kv_is_reported():
+    m = _mha(False, add_bias_kv=True)
+    with pytest.raises(UnsupportedOperatorError, match="add_bias_kv"):
+        torch2x.build_network(lambda x: m(x, x, x), [_seq(False, L)])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_encoder_layer(batch_first, norm_first, activation):
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=batch_first,
+                                             norm_first=norm_first, activation=activation).eval()
+    check_module(layer, _seq(batch_first, L))
