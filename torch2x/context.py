@@ -123,20 +123,31 @@ class ConversionContext:
             raise ConversionError(f"{self.op}: cannot turn {type(value).__name__} into a network tensor")
         return itensor if dtype is None else self.cast(itensor, dtype)
 
-    def _tensor_constant(self, tensor: torch.Tensor) -> "trt.ITensor":
-        key = (id(tensor), self.fp32_region)
+    def trt_shaped(self, value: Any, shape: Sequence[int]) -> "trt.ITensor":
+        """``self.trt(value)`` reshaped to ``shape`` (same element count). A tensor that is not traced
+        (a weight) becomes a constant already in that shape, made once per shape: no shuffle layer.
+        Example: ``ctx.trt_shaped(linear.bias, (1, 1, out_features))`` to add to a rank-3 tensor.
+        """
+        shape = tuple(int(s) for s in shape)
+        if isinstance(value, torch.Tensor) and self.lookup(value) is None:
+            return self._tensor_constant(value, shape)
+        return self.reshape(self.trt(value), shape)
+
+    def _tensor_constant(self, tensor: torch.Tensor, shape: Optional[tuple] = None) -> "trt.ITensor":
+        key = (id(tensor), self.fp32_region) + ((shape,) if shape is not None else ())
         entry = self._constants.get(key)
         if entry is not None and entry[0] is tensor:
             return entry[1]
         target = self.dtype_for(tensor.dtype)
         name = self.weight_names.get(id(tensor))
+        value = tensor if shape is None else tensor.reshape(shape)
         if name is None:
-            itensor = self.constant(tensor, target)
+            itensor = self.constant(value, target)
         else:  # a parameter or buffer: its constant is named after it (``layer1.0.conv1.weight``)
             saved = self._call_name, self._call_layers
             self._call_name, self._call_layers = name + ("/fp32" if self.fp32_region else ""), 0
             try:
-                itensor = self.constant(tensor, target)
+                itensor = self.constant(value, target)
             finally:
                 self._call_name, self._call_layers = saved
         self._constants[key] = (tensor, itensor)
@@ -149,7 +160,8 @@ class ConversionContext:
         torch_dtype = to_torch(dtype)
         # numpy has no bfloat16: hold the float32 values and cast inside the network.
         store = torch.float32 if torch_dtype == torch.bfloat16 else torch_dtype
-        array = np.ascontiguousarray(t.to(store).numpy())
+        # np.ascontiguousarray makes 0-d arrays 1-d: keep rank-0 constants rank 0.
+        array = np.ascontiguousarray(t.to(store).numpy()).reshape(tuple(t.shape))
         self._keepalive.append(array)  # TensorRT keeps a pointer to the weights until the build
         layer = self.network.add_constant(tuple(array.shape), array)
         out = layer.get_output(0)
