@@ -71,9 +71,11 @@ def _sample_fractions(ctx, call, rois_value, bins: int, axis: int, scale: float,
 
 
 def _axis_points(ctx, lo, hi, bins, frac, weight, size: int, aligned: bool):
-    """Per box, along one axis: corner rows (low, high as int32) and their weights, for every point.
+    """Per box, along one axis: the low and high corner rows (int32) of every point and their weights.
 
-    ``lo``/``hi`` are [K, 1] box edges in feature-map pixels; the result tensors are [K, bins * S]."""
+    ``lo``/``hi`` are [K, 1] box edges in feature-map pixels; the results are [K, bins * S * 2]
+    (each point's low then high corner)."""
+    k_boxes = lo.shape[0]
     length = ctx.elementwise(hi, lo, EW.SUB)
     if not aligned:  # legacy roi_align: boxes are at least one pixel
         length = ctx.elementwise(length, 1.0, EW.MAX)
@@ -92,7 +94,16 @@ def _axis_points(ctx, lo, hi, bins, frac, weight, size: int, aligned: bool):
     low_i = ctx.cast(low, trt.DataType.INT32)
     high_i = ctx.elementwise(ctx.elementwise(low_i, 1, EW.SUM, trt.DataType.INT32), size - 1, EW.MIN,
                              trt.DataType.INT32)
-    return (low_i, high_i), (ctx.elementwise(frac_low, w, EW.PROD), ctx.elementwise(frac_high, w, EW.PROD))
+    a = bins * s
+    return (_pairs(ctx, low_i, high_i, (k_boxes, a)),
+            _pairs(ctx, ctx.elementwise(frac_low, w, EW.PROD), ctx.elementwise(frac_high, w, EW.PROD), (k_boxes, a)))
+
+
+def _pairs(ctx, low, high, shape):
+    """[K, A] low and high corner values interleaved into [K, 2A]: one gather reads both corners."""
+    layer = ctx.network.add_concatenation([ctx.reshape(low, shape + (1,)), ctx.reshape(high, shape + (1,))])
+    layer.axis = 2
+    return ctx.reshape(layer.get_output(0), (shape[0], 2 * shape[1]))
 
 
 @converter("torchvision.ops.roi_align", fp32=True)
@@ -111,23 +122,17 @@ def roi_align(ctx, call):
 
     frac_y, weight_y = _sample_fractions(ctx, call, rois_value, ph, 1, scale, aligned)
     frac_x, weight_x = _sample_fractions(ctx, call, rois_value, pw, 0, scale, aligned)
-    ys, wys = _axis_points(ctx, edge(2), edge(4), ph, frac_y, weight_y, h, aligned)  # [K, Ay]
-    xs, wxs = _axis_points(ctx, edge(1), edge(3), pw, frac_x, weight_x, w, aligned)  # [K, Ax]
-    ay, ax = ys[0].shape[1], xs[0].shape[1]
+    ys, wys = _axis_points(ctx, edge(2), edge(4), ph, frac_y, weight_y, h, aligned)  # [K, 2 * ph * points per bin]
+    xs, wxs = _axis_points(ctx, edge(1), edge(3), pw, frac_x, weight_x, w, aligned)
+    ay, ax = ys.shape[1], xs.shape[1]  # 2 corners per point
     batch_row = ctx.elementwise(ctx.cast(col[0], trt.DataType.INT32), h * w, EW.PROD, trt.DataType.INT32)
     rows = ctx.permute(ctx.trt(x_t, F32), (0, 2, 3, 1))
     rows = ctx.reshape(rows, (n * h * w, c))
-    total = None
-    for y, wy in zip(ys, wys):
-        base = ctx.elementwise(batch_row, ctx.elementwise(y, w, EW.PROD, trt.DataType.INT32), EW.SUM)
-        base = ctx.reshape(base, (k, ay, 1))
-        for x, wx in zip(xs, wxs):
-            index = ctx.elementwise(base, ctx.reshape(x, (k, 1, ax)), EW.SUM)
-            values = ctx.network.add_gather(rows, index, 0).get_output(0)  # [K, Ay, Ax, C]
-            weight = ctx.elementwise(ctx.reshape(wy, (k, ay, 1, 1)), ctx.reshape(wx, (k, 1, ax, 1)), EW.PROD)
-            term = ctx.elementwise(values, weight, EW.PROD)
-            total = term if total is None else ctx.elementwise(total, term, EW.SUM)
-    total = ctx.reshape(total, (k, ph, ay // ph, pw, ax // pw, c))
+    index = ctx.elementwise(batch_row, ctx.elementwise(ys, w, EW.PROD, trt.DataType.INT32), EW.SUM)
+    index = ctx.elementwise(ctx.reshape(index, (k, ay, 1)), ctx.reshape(xs, (k, 1, ax)), EW.SUM)
+    values = ctx.network.add_gather(rows, index, 0).get_output(0)  # [K, Ay, Ax, C]
+    weight = ctx.elementwise(ctx.reshape(wys, (k, ay, 1, 1)), ctx.reshape(wxs, (k, 1, ax, 1)), EW.PROD)
+    total = ctx.reshape(ctx.elementwise(values, weight, EW.PROD), (k, ph, ay // ph, pw, ax // pw, c))
     pooled = ctx.network.add_reduce(total, trt.ReduceOperation.SUM, (1 << 2) | (1 << 4), False).get_output(0)
     return ctx.permute(pooled, (0, 3, 1, 2))
 
