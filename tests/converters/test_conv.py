@@ -26,14 +26,13 @@ SIZE = {1: (11,), 2: (9, 8), 3: (5, 6, 7)}
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"stride": 2, "padding": 1},
-    {"padding": "same", "dilation": 2},
-    {"padding": "valid", "groups": 2},
-    {"stride": 2, "padding": 2, "dilation": 2, "groups": 4},
+@pytest.mark.parametrize("kwargs, bias", [
+    ({}, True),
+    ({"stride": 2, "padding": 1}, False),
+    ({"padding": "same", "dilation": 2}, True),
+    ({"padding": "valid", "groups": 2}, False),
+    ({"stride": 2, "padding": 2, "dilation": 2, "groups": 4}, True),
 ])
-@pytest.mark.parametrize("bias", [True, False])
 def test_conv(n, kwargs, bias):
     groups = kwargs.get("groups", 1)
     w = torch.randn((6 if groups < 4 else 8, 4 // groups) + (3,) * n)
@@ -52,14 +51,14 @@ def test_conv_tuple_args_unbatched():
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"stride": 2, "padding": 1},
-    {"stride": 2, "padding": 1, "output_padding": 1},
-    {"stride": 3, "output_padding": 2, "dilation": 2},  # output padding beyond the padding: zeros + bias
-    {"stride": 2, "groups": 2, "padding": 2, "dilation": 2},
+@pytest.mark.parametrize("kwargs, bias", [
+    ({}, False),
+    ({"stride": 2, "padding": 1}, True),
+    ({"stride": 2, "padding": 1, "output_padding": 1}, True),
+    ({"stride": 3, "output_padding": 2, "dilation": 2}, True),  # output padding beyond the padding: zeros + bias
+    ({"stride": 3, "output_padding": 2}, False),
+    ({"stride": 2, "groups": 2, "padding": 2, "dilation": 2}, False),
 ])
-@pytest.mark.parametrize("bias", [True, False])
 def test_conv_transpose(n, kwargs, bias):
     groups = kwargs.get("groups", 1)
     w = torch.randn((4, 6 // groups) + (3,) * n)

@@ -42,7 +42,7 @@ def test_torch_batch_norm_alias():
 
 @pytest.mark.parametrize("shape, normalized", [((2, 5, 6), (6,)), ((2, 5, 6), (5, 6)), ((3, 8), (8,)),
                                                ((2, 3, 4, 5), (3, 4, 5))])
-@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+@pytest.mark.parametrize("affine", ["both", "none"])
 def test_layer_norm(shape, normalized, affine):
     w = torch.randn(normalized) if affine != "none" else None
     b = torch.randn(normalized) if affine == "both" else None
@@ -50,8 +50,7 @@ def test_layer_norm(shape, normalized, affine):
 
 
 @pytest.mark.parametrize("shape", [(2, 6), (2, 6, 5), (2, 6, 4, 3), (1, 6, 3, 2, 2)])
-@pytest.mark.parametrize("groups", [1, 2, 6])
-@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("groups, affine", [(1, True), (2, False), (6, True)])
 def test_group_norm(shape, groups, affine):
     w, b = (torch.randn(6), torch.randn(6)) if affine else (None, None)
     check(lambda x: F.group_norm(x, groups, w, b), torch.randn(shape) * 2 + 1)
@@ -71,13 +70,13 @@ def test_instance_norm_running_stats():
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 6), (2, 7, 4, 3), (1, 6, 2, 3, 2)])
-@pytest.mark.parametrize("size", [3, 5, 4, 17])  # even and > 15: composed like torch; odd <= 15: TensorRT's LRN
+@pytest.mark.parametrize("size", [3, 4, 17])  # even and > 15: composed like torch; odd <= 15: TensorRT's LRN
 def test_local_response_norm(shape, size):
     check(lambda x: F.local_response_norm(x, size, alpha=0.5, beta=0.75, k=2.0), torch.randn(shape) * 2)
 
 
 @pytest.mark.parametrize("p", [2.0, 1.0, 3.0, float("inf")])
-@pytest.mark.parametrize("dim", [1, -1, (1, 2)])
+@pytest.mark.parametrize("dim", [-1, (1, 2)])
 def test_normalize(p, dim):
     check(lambda x: F.normalize(x, p=p, dim=dim), torch.randn(2, 4, 5))
 
@@ -88,9 +87,7 @@ def test_normalize_eps_floor():
     check(lambda x: F.normalize(x, eps=1e-3), x)
 
 
-@pytest.mark.parametrize("normalized", [(6,), (5, 6)])
-@pytest.mark.parametrize("weight", [True, False])
-@pytest.mark.parametrize("eps", [None, 1e-3])
+@pytest.mark.parametrize("normalized, weight, eps", [((6,), True, None), ((5, 6), False, 1e-3), ((5, 6), True, 1e-3)])
 def test_rms_norm(normalized, weight, eps):
     w = torch.randn(normalized) if weight else None
     check(lambda x: F.rms_norm(x, normalized, w, eps), torch.randn(2, 5, 6))
