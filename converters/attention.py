@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .linear import matmul
+from .linear import add_bias, matmul
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
@@ -28,7 +28,8 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False):
     Returns the output, and the attention probabilities too when ``probs_out``.
     """
     if scale != 1.0:
-        q = ctx.elementwise(q, float(scale), Op.PROD, dtype)
+        factor = ctx.constant(torch.full((1,) * len(q.shape), float(scale)), dtype)
+        q = ctx.network.add_elementwise(q, factor, Op.PROD).get_output(0)
     scores = ctx.cast(matmul(ctx, q, k, dtype, transpose_b=True), F32)
     for mask, kind in masks:
         if kind == ADD:
@@ -131,8 +132,7 @@ def _merge_heads(ctx, x, out_shape, batch_first, batched):
 
 
 def _linear(ctx, x, weight, bias, dtype):
-    y = matmul(ctx, x, weight, dtype, transpose_b=True)
-    return y if bias is None else ctx.elementwise(y, bias, Op.SUM, dtype)
+    return add_bias(ctx, matmul(ctx, x, weight, dtype, transpose_b=True), bias, dtype)
 
 
 def _split_packed(ctx, x, weight, bias, dtype, heads, batch_first, batched):
@@ -172,11 +172,10 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
     out = _linear(ctx, out, out_weight, out_bias, dtype)
     if not need_weights:
         return [out]
+    _, N, _, L, S = tuple(probs.shape)
     if average:
-        reduce = ctx.network.add_reduce(probs, trt.ReduceOperation.AVG, 1 << 2, False)
-        probs = reduce.get_output(0)
-    L, S = tuple(probs.shape)[-2:]
-    N = tuple(probs.shape)[1]
+        # axis 0 has size 1: averaging over it too drops it for free
+        probs = ctx.network.add_reduce(probs, trt.ReduceOperation.AVG, 0b101, False).get_output(0)
     lead = ((N,) if batched else ()) + (() if average else (heads,))
     return [out, ctx.reshape(probs, lead + (L, S))]
 

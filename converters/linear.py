@@ -19,30 +19,40 @@ def _float_type(ctx, call):
     return ctx.dtype_for(call.output.dtype)
 
 
-def _lead_ones(ctx, t, rank):
-    """``t`` with leading size-1 dims up to ``rank`` (TensorRT's matrix multiply needs equal batch ranks)."""
-    shape = tuple(t.shape)
-    return ctx.reshape(t, (1,) * (rank - len(shape)) + shape) if len(shape) < rank else t
+def _at_rank(ctx, x, rank, dtype):
+    """``x`` with leading size-1 dims up to ``rank`` (TensorRT's matrix multiply needs equal batch ranks);
+    a weight becomes a constant of that shape directly."""
+    shape = tuple(x.shape)
+    return ctx.cast(ctx.trt_shaped(x, (1,) * (rank - len(shape)) + shape), dtype)
 
 
 def matmul(ctx, a, b, dtype, transpose_b=False):
-    """torch.matmul of two values of any ranks >= 1 (1-D operands are TensorRT vectors)."""
-    a, b = ctx.trt(a, dtype), ctx.trt(b, dtype)
+    """torch.matmul of two values (torch tensors or network tensors) of any ranks >= 1
+    (1-D operands are TensorRT vectors)."""
     ra, rb = len(a.shape), len(b.shape)
     if ra == 0 or rb == 0:
         raise ConversionError("matmul of a 0-d tensor")
     op_b = MO.TRANSPOSE if transpose_b else MO.NONE
     if ra == 1 and rb == 1:
-        return ctx.network.add_matrix_multiply(a, MO.VECTOR, b, MO.VECTOR).get_output(0)
-    if ra == 1:  # a vector against a collection of matrices: one vector per batch entry
-        a = _lead_ones(ctx, a, rb - 1)
-        return ctx.network.add_matrix_multiply(a, MO.VECTOR, b, op_b).get_output(0)
-    if rb == 1:
-        b = _lead_ones(ctx, b, ra - 1)
-        return ctx.network.add_matrix_multiply(a, MO.NONE, b, MO.VECTOR).get_output(0)
-    rank = max(ra, rb)
-    a, b = _lead_ones(ctx, a, rank), _lead_ones(ctx, b, rank)
-    return ctx.network.add_matrix_multiply(a, MO.NONE, b, op_b).get_output(0)
+        a, b, op_a, op_b = _at_rank(ctx, a, 1, dtype), _at_rank(ctx, b, 1, dtype), MO.VECTOR, MO.VECTOR
+    elif ra == 1:  # a vector against a collection of matrices: one vector per batch entry
+        a, b, op_a = _at_rank(ctx, a, rb - 1, dtype), _at_rank(ctx, b, rb, dtype), MO.VECTOR
+    elif rb == 1:
+        a, b, op_a, op_b = _at_rank(ctx, a, ra, dtype), _at_rank(ctx, b, ra - 1, dtype), MO.NONE, MO.VECTOR
+    else:
+        rank = max(ra, rb)
+        a, b, op_a = _at_rank(ctx, a, rank, dtype), _at_rank(ctx, b, rank, dtype), MO.NONE
+    return ctx.network.add_matrix_multiply(a, op_a, b, op_b).get_output(0)
+
+
+def add_bias(ctx, y, bias, dtype):
+    """``y + bias`` for a bias along the last dim (a weight is made a constant of ``y``'s rank)."""
+    if bias is None:
+        return y
+    rank = len(y.shape)
+    shape = tuple(bias.shape)
+    b = ctx.cast(ctx.trt_shaped(bias, (1,) * (rank - len(shape)) + shape), dtype)
+    return ctx.network.add_elementwise(y, b, Op.SUM).get_output(0)
 
 
 def _scaled(ctx, value, factor, dtype):
@@ -61,18 +71,14 @@ def _add_scaled(ctx, call, product, dtype):
 @converter("torch.nn.functional.linear", signature="input, weight, bias=None")
 def linear(ctx, call):
     dtype = _float_type(ctx, call)
-    x = ctx.trt(call.arg("input"), dtype)
-    rank = len(x.shape)
-    weight = ctx.trt(call.arg("weight"), dtype)
-    if len(weight.shape) == 1:
+    x, weight = call.arg("input"), call.arg("weight")
+    if weight.dim() == 1:
         y = matmul(ctx, x, weight, dtype)
-    elif rank == 1:
-        y = ctx.network.add_matrix_multiply(weight, MO.NONE, x, MO.VECTOR).get_output(0)
+    elif x.dim() == 1:
+        y = matmul(ctx, weight, x, dtype)
     else:
         y = matmul(ctx, x, weight, dtype, transpose_b=True)
-    if call.has("bias"):
-        y = ctx.elementwise(y, call.arg("bias"), Op.SUM, dtype)
-    return y
+    return add_bias(ctx, y, call.arg("bias"), dtype)
 
 
 @converter("torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__", signature="input, other, *, out=None")
@@ -206,6 +212,4 @@ def tensordot(ctx, call):
 def bilinear(ctx, call):
     dtype = _float_type(ctx, call)
     y = einsum_layer(ctx, "...i,kij,...j->...k", [call.arg("input1"), call.arg("weight"), call.arg("input2")], dtype)
-    if call.has("bias"):
-        y = ctx.elementwise(y, call.arg("bias"), Op.SUM, dtype)
-    return y
+    return add_bias(ctx, y, call.arg("bias"), dtype)

@@ -145,7 +145,8 @@ class ConversionContext:
             itensor = self.constant(value, target)
         else:  # a parameter or buffer: its constant is named after it (``layer1.0.conv1.weight``)
             saved = self._call_name, self._call_layers
-            self._call_name, self._call_layers = name + ("/fp32" if self.fp32_region else ""), 0
+            self._call_name, self._call_layers = name + ("/fp32" if self.fp32_region else "") + (
+                "" if shape is None else "/" + "x".join(map(str, shape))), 0
             try:
                 itensor = self.constant(value, target)
             finally:
