@@ -1165,3 +1165,22 @@ def test_dynamic_shapes_flow_through_shape_slice_shuffle(fresh):
         value = torch.randn(*shape)
         expected = value[:, :, : shape[2] // 2].reshape(shape[0], -1)
         torch.testing.assert_close(interpret(net, {"x": value})["y"], expected, **EXACT)
+
+
+def test_bfloat16_constant_is_reported_unsupported(fresh):
+    values = torch.tensor([1.5, -2.0, 3.25], dtype=torch.bfloat16)
+    n = Net(fresh)
+    n.input(torch.zeros(1))
+    n.output(n.net.add_constant((3,), trt.Weights(trt.bfloat16, values.data_ptr(), 3)).get_output(0))
+    with pytest.raises(UnsupportedLayerError, match="BF16 weights cannot be read back"):
+        n.run()
+
+
+def test_constant_dtypes_read_back(fresh):
+    n = Net(fresh)
+    n.input(torch.zeros(1))
+    arrays = [np.array([1.5, -2.0], dtype=np.float16), np.array([[1, -2], [3, 4]], dtype=np.int8),
+              np.array([True, False]), np.array(7, dtype=np.int64)]
+    n.output(*[n.const(a) for a in arrays])
+    for out, a in zip(n.run(), arrays):
+        torch.testing.assert_close(out, torch.from_numpy(a), **EXACT)

@@ -75,7 +75,18 @@ def _wrap_negative(idx: torch.Tensor, size) -> torch.Tensor:
 
 @rule(LT.CONSTANT)
 def constant(layer, inputs, env):
-    return env.cached(layer, "weights", lambda: torch.from_numpy(layer.weights.copy()).reshape(tuple(layer.shape)).to(env.device))
+    def make():
+        weights = layer.weights
+        if not hasattr(weights, "copy"):
+            # The Python API returns types numpy cannot hold (bfloat16, FP8, INT4) as an opaque
+            # trt.Weights with no way to read its bytes.
+            raise UnsupportedLayerError(
+                layer, f"its {weights.dtype} weights cannot be read back through TensorRT's Python API; "
+                "a float32 constant followed by a cast layer can be interpreted"
+            )
+        return torch.from_numpy(weights.copy()).reshape(tuple(layer.shape)).to(env.device)
+
+    return env.cached(layer, "weights", make)
 
 
 @rule(LT.IDENTITY)
