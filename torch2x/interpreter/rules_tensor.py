@@ -264,6 +264,8 @@ def _sample_index(coord: torch.Tensor, size: int, mode, layer):
             )
         return coord, None
     if size == 0:
+        if coord.numel() == 0:  # an empty axis may only produce an empty axis
+            return coord, None
         raise LayerExecutionError(f"slice layer {layer.name!r} samples from an empty axis in mode {mode}")
     if mode == SM.WRAP:
         return torch.remainder(coord, size), None
