@@ -1,0 +1,368 @@
+"""Indexing: ``x[...]`` reads and writes, gathers and scatters, embedding, one_hot, padding.
+
+Basic indexing (ints, slices, None, Ellipsis) is one slice and one shuffle. Advanced
+indices (index tensors, constant boolean masks) are folded into one flat index on the
+merged indexed axes, so any number of them costs one gather.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from torch2x.context import ConversionError
+from torch2x.flavour import trt
+from torch2x.registry import converter, lookup
+
+Op = trt.ElementWiseOperation
+
+
+def _shape(t) -> tuple:
+    return tuple(int(s) for s in t.shape)
+
+
+def _wrap_index(ctx, index, size: int):
+    """Index values with Python's negative wrap-around (TensorRT's gather takes them as they are)."""
+    if not ctx.is_traced(index):
+        return torch.remainder(torch.as_tensor(index).long(), size)
+    it = ctx.trt(index)
+    if it.dtype not in (trt.DataType.INT32, trt.DataType.INT64):
+        it = ctx.cast(it, trt.DataType.INT64)
+    negative = ctx.elementwise(it, 0, Op.LESS)
+    return ctx.network.add_select(negative, ctx.elementwise(it, size, Op.SUM), it).get_output(0)
+
+
+def _index_tensor(ctx, index, dtype=trt.DataType.INT64):
+    """A network tensor of indices: untraced (already wrapped) indices become a constant."""
+    if isinstance(index, torch.Tensor) and not ctx.is_traced(index):
+        return ctx.constant(index, dtype)
+    return ctx.trt(index)
+
+
+def _items(ctx, index, rank: int) -> list:
+    """``index`` as a list of ints, slices, None and tensors, with the Ellipsis expanded."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    for k, item in enumerate(items):
+        if isinstance(item, bool):
+            raise ConversionError("indexing with a Python bool is not supported")
+        if isinstance(item, list):
+            items[k] = torch.tensor(item)
+        elif isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
+            items[k] = item.bool()
+        elif (isinstance(item, torch.Tensor) and item.dim() == 0 and not item.is_floating_point()
+              and item.dtype != torch.bool and not ctx.is_traced(item)):
+            items[k] = int(item)  # PyTorch takes a 0-dim index tensor as an integer
+    used = sum(it.dim() if isinstance(it, torch.Tensor) and it.dtype == torch.bool else
+               0 if it is None or it is Ellipsis else 1 for it in items)
+    ellipsis = [k for k, it in enumerate(items) if it is Ellipsis]
+    if ellipsis:
+        items[ellipsis[0]:ellipsis[0] + 1] = [slice(None)] * (rank - used)
+        return items
+    return items + [slice(None)] * (rank - used)
+
+
+def _plan(ctx, items: list, shape: tuple):
+    """Slice parameters, the basic-indexing layout and the advanced indices of one ``x[items]``."""
+    rank = len(shape)
+    start, size, stride = [0] * rank, list(shape), [1] * rank
+    layout = []  # ("dim", input axis) or ("new",), in the order of the basic-indexing result
+    advanced = []  # (layout position, input axis, index values)
+    dim = 0
+    for item in items:
+        if item is None:
+            layout.append(("new",))
+        elif isinstance(item, slice):
+            lo, hi, step = slice(*(None if v is None else int(v) for v in (item.start, item.stop, item.step))).indices(shape[dim])
+            n = len(range(lo, hi, step))
+            start[dim], size[dim], stride[dim] = (lo if n else 0), n, step
+            layout.append(("dim", dim))
+            dim += 1
+        elif isinstance(item, torch.Tensor) and item.dtype == torch.bool:
+            if ctx.is_traced(item):
+                raise ConversionError("a boolean mask computed in the network selects a data-dependent number of "
+                                      "elements; use torch.where(mask, x, other) to keep the shape")
+            for k, idx in enumerate(torch.nonzero(item, as_tuple=True)):
+                advanced.append((len(layout), dim, idx))
+                layout.append(("dim", dim))
+                dim += 1
+        elif isinstance(item, torch.Tensor):
+            if item.is_floating_point():
+                raise ConversionError("float tensors cannot index")
+            advanced.append((len(layout), dim, item))
+            layout.append(("dim", dim))
+            dim += 1
+        else:
+            i = int(item)
+            start[dim], size[dim] = i % shape[dim], 1
+            dim += 1
+    return (start, size, stride), layout, advanced
+
+
+def _flat_index(ctx, advanced: list, size: list):
+    """One index into the merged advanced axes, broadcast like PyTorch broadcasts the index tensors."""
+    strides = [math.prod(size[a] for _, a, _ in advanced[k + 1:]) for k in range(len(advanced))]
+    if not any(ctx.is_traced(idx) for _, _, idx in advanced):
+        flat = sum(_wrap_index(ctx, idx, size[a]) * s for (_, a, idx), s in zip(advanced, strides))
+        return ctx.constant(torch.as_tensor(flat), trt.DataType.INT64)
+    flat = None
+    for (_, a, idx), s in zip(advanced, strides):
+        term = _wrap_index(ctx, idx, size[a])
+        term = ctx.trt(term, trt.DataType.INT64) if isinstance(term, torch.Tensor) else ctx.cast(term, trt.DataType.INT64)
+        if s != 1:
+            term = ctx.elementwise(term, s, Op.PROD)
+        flat = term if flat is None else ctx.elementwise(flat, term, Op.SUM)
+    return flat
+
+
+def _transpose_reshape(ctx, x, order, dims):
+    if tuple(order) == tuple(range(len(order))):
+        return ctx.reshape(x, dims)
+    layer = ctx.network.add_shuffle(x)
+    layer.first_transpose = tuple(order)
+    layer.reshape_dims = tuple(int(d) for d in dims)
+    layer.zero_is_placeholder = False
+    return layer.get_output(0)
+
+
+def _getitem(ctx, source, index, out_shape):
+    x = ctx.trt(source)
+    shape = _shape(source)
+    items = _items(ctx, index, len(shape))
+    (start, size, stride), layout, advanced = _plan(ctx, items, shape)
+    y = ctx.slice(x, start, size, stride)
+    if not advanced:
+        return ctx.reshape(y, out_shape)
+    positions = [p for p, _, _ in advanced]
+    # PyTorch keeps the indexed axes in place when they are adjacent, else puts them first.
+    q = positions[0] if positions == list(range(positions[0], positions[0] + len(positions))) else 0
+    adv_axes = [a for _, a, _ in advanced]
+    rest = [e for p, e in enumerate(layout) if p not in positions]
+    merged = rest[:q] + [("adv",)] + rest[q:]
+    order, dims = [], []
+    for e in merged:
+        if e[0] == "adv":
+            order += adv_axes
+            dims.append(math.prod(size[a] for a in adv_axes))
+        elif e[0] == "dim":
+            order.append(e[1])
+            dims.append(size[e[1]])
+        else:
+            dims.append(1)
+    order += [a for a in range(len(shape)) if a not in order]  # the integer-indexed axes, size 1 now
+    y = _transpose_reshape(ctx, y, order, dims)
+    gathered = ctx.network.add_gather(y, _flat_index(ctx, advanced, size), q).get_output(0)
+    return ctx.reshape(gathered, out_shape)
+
+
+@converter("torch.Tensor.__getitem__", signature="input, index")
+def getitem(ctx, call):
+    return _getitem(ctx, call.arg("input"), call.arg("index"), _shape(call.output))
+
+
+# ----------------------------------------------------------------------------- writes
+
+def _setitem(ctx, target, index, value):
+    x = ctx.trt(target)
+    dtype = ctx.dtype_for(target.dtype)
+    shape = _shape(target)
+    scalar_like = not isinstance(value, torch.Tensor) or value.numel() == 1
+    keys = index if isinstance(index, tuple) else (index,)
+    traced = [k for k in keys if isinstance(k, torch.Tensor) and ctx.is_traced(k)]
+    if traced:
+        mask = keys[0]
+        if not (len(keys) == 1 and mask.dtype == torch.bool and scalar_like):
+            raise ConversionError("writing through indices computed in the network is supported only as "
+                                  "x[mask] = scalar (mask a boolean tensor)")
+        cond = ctx.reshape(ctx.trt(mask), _shape(mask) + (1,) * (len(shape) - mask.dim()))
+        v = ctx.reshape(ctx.trt(value, dtype), ())
+        cond, v, x = ctx.broadcast(cond, v, x)
+        return ctx.network.add_select(cond, v, x).get_output(0)
+    positions = torch.arange(math.prod(shape)).reshape(shape)[index]
+    if scalar_like:
+        # A constant mask and one select: no reshapes, whatever the index.
+        hit = torch.zeros(math.prod(shape), dtype=torch.bool)
+        hit[positions.reshape(-1)] = True
+        cond = ctx.constant(hit.reshape(shape), trt.DataType.BOOL)
+        v = ctx.reshape(ctx.trt(value, dtype), ())
+        cond, v, x = ctx.broadcast(cond, v, x)
+        return ctx.network.add_select(cond, v, x).get_output(0)
+    updates = ctx.reshape(ctx.expand(ctx.trt(value, dtype), _shape(positions)), (positions.numel(),))
+    flat = ctx.reshape(x, (math.prod(shape),))
+    layer = ctx.network.add_scatter(flat, ctx.constant(positions.reshape(-1), trt.DataType.INT64), updates,
+                                    trt.ScatterMode.ELEMENT)
+    layer.axis = 0
+    return ctx.reshape(layer.get_output(0), shape)
+
+
+@converter("torch.Tensor.__setitem__", signature="input, index, value")
+def setitem(ctx, call):
+    return _setitem(ctx, call.arg("input"), call.arg("index"), call.arg("value"))
+
+
+@converter("torch.Tensor.index_put_", "torch.Tensor.index_put", "torch.index_put", "torch.index_put_",
+           signature="input, indices, values, accumulate=False")
+def index_put(ctx, call):
+    if call.arg("accumulate"):
+        raise ConversionError("index_put with accumulate=True (TensorRT's scatter has no reduction)")
+    target = call.arg("input")
+    return _setitem(ctx, target, tuple(slice(None) if i is None else i for i in call.arg("indices")),
+                    call.arg("values"))
+
+
+# ----------------------------------------------------------------------------- gathers
+
+@converter("torch.index_select", "torch.Tensor.index_select", signature="input, dim, index, *, out=None")
+def index_select(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg("dim"), len(x.shape))
+    index = call.arg("index")
+    out = ctx.network.add_gather(x, _index_tensor(ctx, index), axis).get_output(0)
+    return ctx.reshape(out, _shape(call.output))
+
+
+@converter("torch.select", "torch.Tensor.select", "torch.select_copy", signature="input, dim, index")
+def select(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg("dim"), len(x.shape))
+    start, size = [0] * len(x.shape), list(x.shape)
+    start[axis], size[axis] = int(call.arg("index")) % x.shape[axis], 1
+    return ctx.reshape(ctx.slice(x, start, size), _shape(call.output))
+
+
+def _gather_elements(ctx, x, index, axis: int):
+    """torch.gather: the index may be smaller than ``x`` on the other axes, TensorRT's needs them equal."""
+    ishape = _shape(index)
+    size = [n if a != axis else x.shape[a] for a, n in enumerate(ishape)]
+    x = ctx.slice(x, [0] * len(size), size)
+    layer = ctx.network.add_gather(x, _index_tensor(ctx, index), axis)
+    layer.mode = trt.GatherMode.ELEMENT
+    return layer.get_output(0)
+
+
+@converter("torch.gather", "torch.Tensor.gather", signature="input, dim, index, *, sparse_grad=False, out=None")
+def gather(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    return _gather_elements(ctx, x, call.arg("index"), ctx.axis(call.arg("dim"), len(x.shape)))
+
+
+@converter("torch.take_along_dim", "torch.Tensor.take_along_dim", signature="input, indices, dim=None, *, out=None")
+def take_along_dim(ctx, call):
+    source, indices, dim = call.arg("input"), call.arg("indices"), call.arg("dim")
+    x = ctx.trt(source)
+    if dim is None:
+        x = ctx.reshape(x, (source.numel(),))
+        index = ctx.reshape(_index_tensor(ctx, indices), (indices.numel(),))
+        layer = ctx.network.add_gather(x, index, 0)
+        layer.mode = trt.GatherMode.ELEMENT
+        return layer.get_output(0)
+    out = _shape(call.output)
+    axis = ctx.axis(dim, len(out))
+    x_shape = list(out)
+    x_shape[axis] = source.shape[axis]
+    x = ctx.expand(x, x_shape)
+    index = ctx.expand(_index_tensor(ctx, indices), out)
+    layer = ctx.network.add_gather(x, index, axis)
+    layer.mode = trt.GatherMode.ELEMENT
+    return layer.get_output(0)
+
+
+@converter("torch.masked_select", "torch.Tensor.masked_select", signature="input, mask, *, out=None")
+def masked_select(ctx, call):
+    source, mask = call.arg("input"), call.arg("mask")
+    if ctx.is_traced(mask):
+        raise ConversionError("masked_select with a mask computed in the network has a data-dependent shape; "
+                              "use torch.where(mask, x, other) to keep the shape")
+    shape = torch.broadcast_shapes(source.shape, mask.shape)
+    positions = torch.arange(math.prod(shape)).reshape(shape)[mask.expand(shape)]
+    x = ctx.reshape(ctx.expand(ctx.trt(source), shape), (math.prod(shape),))
+    return ctx.network.add_gather(x, ctx.constant(positions, trt.DataType.INT64), 0).get_output(0)
+
+
+@converter("torch.nn.functional.embedding")
+def embedding(ctx, call):
+    if call.has("max_norm"):
+        raise ConversionError("embedding with max_norm renormalizes the weight in place at every call")
+    return ctx.network.add_gather(ctx.trt(call.arg("weight")), _index_tensor(ctx, call.arg("input")), 0).get_output(0)
+
+
+@converter("torch.embedding", signature="weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False")
+def torch_embedding(ctx, call):
+    return ctx.network.add_gather(ctx.trt(call.arg("weight")), _index_tensor(ctx, call.arg("indices")), 0).get_output(0)
+
+
+@converter("torch.nn.functional.one_hot", signature="input, num_classes=-1")
+def one_hot(ctx, call):
+    source = call.arg("input")
+    classes = int(call.output.shape[-1])
+    index = ctx.reshape(_index_tensor(ctx, source), _shape(source) + (1,))
+    return ctx.elementwise(index, torch.arange(classes).reshape((1,) * source.dim() + (classes,)), Op.EQUAL)
+
+
+@converter("torch.scatter", "torch.Tensor.scatter", "torch.Tensor.scatter_",
+           signature="input, dim, index, src=None, value=None, *, reduce=None")
+def scatter(ctx, call):
+    if call.has("reduce"):
+        raise ConversionError("scatter with reduce= (TensorRT's scatter has no reduction)")
+    source, index = call.arg("input"), call.arg("index")
+    src = call.arg("src") if call.has("src") else call.arg("value")
+    x = ctx.trt(source)
+    dtype = ctx.dtype_for(source.dtype)
+    ishape = _shape(index)
+    if isinstance(src, torch.Tensor) and src.dim() > 0:
+        updates = ctx.slice(ctx.trt(src, dtype), [0] * len(ishape), ishape)
+    else:
+        updates = ctx.expand(ctx.trt(src, dtype), ishape)
+    layer = ctx.network.add_scatter(x, _index_tensor(ctx, index), updates, trt.ScatterMode.ELEMENT)
+    layer.axis = ctx.axis(call.arg("dim"), len(x.shape))
+    return layer.get_output(0)
+
+
+# ----------------------------------------------------------------------------- data-dependent shapes
+
+@converter("torch.nonzero", "torch.Tensor.nonzero", "torch.argwhere", "torch.Tensor.argwhere",
+           signature="input, *args, **kwargs")
+def nonzero(ctx, call):
+    raise ConversionError(f"{call.op} has a data-dependent output shape, which fixed-shape networks cannot hold")
+
+
+_where3 = lookup("torch.where")
+
+
+@converter("torch.where", "torch.Tensor.where", signature="condition, input=None, other=None, *, out=None")
+def where(ctx, call):
+    if call.arg("input") is None:
+        raise ConversionError("torch.where(condition) is nonzero(): a data-dependent output shape")
+    if _where3 is not None:
+        return _where3.fn(ctx, call)
+    cond = ctx.trt(call.arg("condition"), trt.DataType.BOOL)
+    dtype = ctx.dtype_for(call.output.dtype)
+    cond, a, b = ctx.broadcast(cond, ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("other"), dtype))
+    return ctx.network.add_select(cond, a, b).get_output(0)
+
+
+# ----------------------------------------------------------------------------- padding
+
+_PAD_MODES = {"constant": trt.SampleMode.FILL, "reflect": trt.SampleMode.REFLECT,
+              "replicate": trt.SampleMode.CLAMP, "circular": trt.SampleMode.WRAP}
+
+
+def _pad(ctx, source, pad, mode: str, value, out_shape):
+    """F.pad as one slice: the sample mode reads the padding (negative pads start inside and crop)."""
+    if mode not in _PAD_MODES:
+        raise ConversionError(f"pad mode {mode!r}")
+    x = ctx.trt(source)
+    rank = len(x.shape)
+    start = [0] * rank
+    for k in range(len(pad) // 2):
+        start[rank - 1 - k] = -int(pad[2 * k])
+    return ctx.slice(x, start, out_shape, mode=_PAD_MODES[mode], fill=value or 0)
+
+
+@converter("torch.nn.functional.pad")
+def pad(ctx, call):
+    return _pad(ctx, call.arg("input"), call.arg("pad"), call.arg("mode"), call.arg("value"), _shape(call.output))
+
+
+@converter("torch.constant_pad_nd", signature="input, pad, value=0")
+def constant_pad_nd(ctx, call):
+    return _pad(ctx, call.arg("input"), call.arg("pad"), "constant", call.arg("value"), _shape(call.output))
