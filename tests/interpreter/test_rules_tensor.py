@@ -1052,6 +1052,10 @@ ORACLE_CASES = {
     **{f"ew_{op.name}_{np.dtype(dt).name}": _ew(op, A, B, dt)
        for op in (EW.SUM, EW.SUB, EW.PROD, EW.MAX, EW.MIN, EW.DIV, EW.FLOOR_DIV) for dt in (np.int32, np.int64)},
     "ew_POW": _ew(EW.POW, [2, -3, 3, 0, -1], [3, 3, 0, 2, 5]),
+    "ew_POW_negative_exponent": _ew(EW.POW, [2, 1, -1, -2, -1, 5], [-1, -3, -1, -2, -2, -1], np.int32),
+    "one_hot_out_of_range": lambda net, c: net.add_one_hot(
+        c(np.array([3, -4, 1], dtype=np.int32)), c(np.array([0, 1], dtype=np.int32)), c(np.array(3, dtype=np.int32)), 0
+    ).get_output(0),
     **{f"unary_{op.name}": _unary(op, [-3, 0, 4]) for op in (UN.ABS, UN.NEG, UN.SIGN)},
     **{f"slice_{m.name}": _slice(m, -3, 9, 1) for m in (SM.WRAP, SM.CLAMP, SM.REFLECT, SM.FILL)},
     "slice_WRAP_stride": _slice(SM.WRAP, 7, 6, -3),

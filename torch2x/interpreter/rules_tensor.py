@@ -115,6 +115,17 @@ def _floor_div(a, b):
     return torch.div(a, b, rounding_mode="floor")
 
 
+def _pow(a, b):
+    if a.is_floating_point():
+        return torch.pow(a, b)
+    # Integer kPOW truncates the real power (TensorRT's constant folding: 2 ** -1 == 0,
+    # (-1) ** -1 == -1); torch refuses negative integer exponents.
+    a, b = torch.broadcast_tensors(a, b)
+    direct = torch.pow(a, b.clamp(min=0))
+    reciprocal = torch.where(a == 1, 1, torch.where(a == -1, 1 - 2 * (b.abs() % 2), 0)).to(direct.dtype)
+    return torch.where(b < 0, reciprocal, direct)
+
+
 _ELEMENTWISE = {
     EW.SUM: torch.add,
     EW.PROD: torch.mul,
@@ -122,7 +133,7 @@ _ELEMENTWISE = {
     EW.MIN: torch.minimum,
     EW.SUB: torch.sub,
     EW.DIV: _div,
-    EW.POW: torch.pow,
+    EW.POW: _pow,
     EW.FLOOR_DIV: _floor_div,
     EW.AND: torch.logical_and,
     EW.OR: torch.logical_or,
