@@ -1064,6 +1064,7 @@ ORACLE_CASES = {
     "gather_default_negative": _gather(trt.GatherMode.DEFAULT, [10, 11, 12, 13, 14], [-1, -5, 2]),
     "gather_default_axis1": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[-1], [0]], axis=1),
     "gather_default_elementwise": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[2, -3], [1, -1]], axis=1, ne=1),
+    "gather_default_elementwise_broadcast": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3]], [[0], [2], [-1]], axis=1, ne=1),
     "gather_element": _gather(trt.GatherMode.ELEMENT, [[1, 2, 3], [4, 5, 6]], [[2, -1, 0], [-3, 1, 1]], axis=1),
     "gather_nd": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[1, -1], [0, 1], [-2, -3]]),
     "gather_nd_rows": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[-1], [0]]),
