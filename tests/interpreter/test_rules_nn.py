@@ -514,3 +514,30 @@ def test_quantize_fp8_clamps_to_448(fresh):
     assert got.dtype == torch.float8_e4m3fn
     ref = torch.tensor([[1.0, -3.0, 448.0, -448.0, 0.3]]).to(torch.float8_e4m3fn)
     torch.testing.assert_close(got.float(), ref.float(), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- reduced precision
+
+
+def test_half_precision_conv_norm_resize_pool(fresh):
+    # A strongly typed float16 network: fp16 weights read back, computed in float32 on CPU, output fp16.
+    net = fresh.network
+    x = torch.randn(1, 4, 6, 6).half()
+    w, b = torch.randn(4, 4, 3, 3).half(), torch.randn(4).half()
+    inp = net.add_input("x", trt.float16, tuple(x.shape))
+    conv = net.add_convolution_nd(inp, 4, (3, 3), w.numpy(), b.numpy())
+    conv.padding_nd = (1, 1)
+    g, beta = torch.randn(1, 4, 1, 1).half(), torch.randn(1, 4, 1, 1).half()
+    norm = net.add_normalization(conv.get_output(0), _const(net, g), _const(net, beta), (1 << 2) | (1 << 3))
+    resize = net.add_resize(norm.get_output(0))
+    resize.scales = [1, 1, 2, 2]
+    resize.resize_mode = RM.LINEAR
+    resize.coordinate_transformation = RCT.HALF_PIXEL
+    pool = net.add_pooling_nd(resize.get_output(0), trt.PoolingType.AVERAGE, (2, 2))
+    pool.stride_nd = (2, 2)
+    got = _run(fresh, pool, {"x": x}, build=True)
+    assert got.dtype == torch.float16
+    y = F.conv2d(x.float(), w.float(), b.float(), padding=1)
+    y = F.instance_norm(y, weight=g.float().reshape(4), bias=beta.float().reshape(4))
+    y = F.avg_pool2d(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False), 2)
+    torch.testing.assert_close(got.float(), y, rtol=1e-2, atol=1e-2)
