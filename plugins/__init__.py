@@ -7,3 +7,4 @@ from . import sampling  # noqa: F401
 from . import roi_align  # noqa: F401,E402
 from . import nms  # noqa: F401,E402
 from .nms import batched_nms_padded, nms_padded  # noqa: F401,E402
+from .custom import PLUGIN_OPS, plugin_op  # noqa: F401,E402

@@ -7,7 +7,7 @@ every box kept before is at most the IoU threshold, up to MaxOutputBoxesPerClass
 equal scores unspecified; this rule keeps the lower box index first (a stable sort, as
 torchvision's nms does), so it is one valid reading.
 
-A plugin layer made by ``plugin_op`` carries ``{"torch2x_plugin": "ns::name", "attrs": {...}}``
+A plugin layer made by ``plugin_op`` carries ``{"torch2x_plugin": "ns::name", "tensors": [...], "attrs": {...}}``
 as JSON in its ``metadata``; the rule runs the op's registered PyTorch implementation.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _plugin(layer, inputs, env):
         meta = None
     if not isinstance(meta, dict) or "torch2x_plugin" not in meta:
         raise UnsupportedLayerError(layer, "a plugin layer not made by torch2x.plugins.plugin_op")
-    return run_plugin_layer(meta["torch2x_plugin"], inputs, meta.get("attrs", {}))
+    return run_plugin_layer(meta["torch2x_plugin"], inputs, meta)
 
 
 for _name in ("PLUGIN_V3", "PLUGIN_V2"):

@@ -1,0 +1,194 @@
+"""User plugins: a custom op with its shape rule and PyTorch implementation becomes a TensorRT plugin.
+
+Example::
+
+    @torch2x.plugins.plugin_op("mylib::scaled_tanh", shape=lambda x, scale: x.shape)
+    def scaled_tanh(x: torch.Tensor, scale: float) -> torch.Tensor:
+        return torch.tanh(x) * scale
+
+On full TensorRT (``flavour.SUPPORTS_PLUGINS``) each call becomes a plugin layer through
+TensorRT's Python plugin API (``tensorrt.plugin``, 10.6+): a ``@trtp.register`` descriptor built
+from the shape rule and a ``@trtp.impl`` that runs the PyTorch implementation on TensorRT's
+stream. TensorRT-RTX has no plugin layers: the call is reported as needing plugin support.
+The interpreter runs a plugin layer with the op's PyTorch implementation.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from torch2x import flavour
+from torch2x.context import ConversionError
+from torch2x.dtypes import to_torch, to_trt
+from torch2x.registry import CONVERTERS, Converter
+from torch2x.tracer import register_target, traceable
+
+_ATTR_TYPES = (bool, int, float, str)
+
+
+@dataclass
+class PluginOp:
+    """A custom op registered with :func:`plugin_op`."""
+
+    name: str  # "namespace::name", the TensorRT plugin id and the torch.library name
+    impl: Callable  # the PyTorch implementation
+    shape: Callable  # (*args, **kwargs) with tensors -> an output shape, or a list of them
+    dtype: Optional[Callable]  # same arguments -> the output dtype(s); default: the first tensor input's
+    signature: inspect.Signature
+    # set on first conversion: parameter names of the tensor inputs and the attributes with their types
+    tensors: Optional[tuple] = None
+    attrs: Optional[dict] = None
+    num_outputs: int = 1
+    descriptor: Any = field(default=None, repr=False)  # the tensorrt.plugin PluginDef
+
+    def split(self, bound: dict) -> tuple:
+        """Bound arguments as (tensor names, {attribute name: value}) in TensorRT's order."""
+        tensors = tuple(k for k, v in bound.items() if isinstance(v, torch.Tensor))
+        attrs = {}
+        for k, v in bound.items():
+            if k in tensors:
+                continue
+            if not isinstance(v, _ATTR_TYPES):
+                raise ConversionError(f"{self.name}: argument {k}={v!r} is neither a tensor nor an int, float, "
+                                      "bool or str, the attribute types a TensorRT plugin can take")
+            attrs[k] = v
+        return tensors, attrs
+
+    def output_specs(self, inputs: Sequence[torch.Tensor], attrs: dict) -> list:
+        """[(shape, torch dtype)] of every output for tensor ``inputs`` (any device, meta included)."""
+        args = dict(zip(self.tensors, inputs), **attrs)
+        shapes = self.shape(**args)
+        single = isinstance(shapes, torch.Size) or (isinstance(shapes, (tuple, list)) and all(
+            isinstance(d, int) for d in shapes))
+        shapes = [shapes] if single else list(shapes)
+        dtypes = self.dtype(**args) if self.dtype is not None else inputs[0].dtype
+        dtypes = list(dtypes) if isinstance(dtypes, (tuple, list)) else [dtypes] * len(shapes)
+        return [(tuple(int(d) for d in s), dt) for s, dt in zip(shapes, dtypes)]
+
+    def trt_definition(self, tensors: tuple, attrs: dict) -> Any:
+        """Register the op with ``tensorrt.plugin`` (once) and return its PluginDef.
+
+        The descriptor and implementation are written to TensorRT's documented schema:
+        ``(inp0: TensorDesc, ..., attr0: int, ...) -> TensorDesc`` and
+        ``(inp0: Tensor, ..., attr0, ..., outputs: Tuple[Tensor], stream: int) -> None``."""
+        attr_types = {k: type(v) for k, v in attrs.items()}
+        if self.descriptor is not None:
+            if (tensors, attr_types) != (self.tensors, self.attrs):
+                raise ConversionError(f"{self.name}: called with tensor inputs {tensors} and attributes {attr_types}, "
+                                      f"but its TensorRT plugin was registered with {self.tensors} and {self.attrs}")
+            return self.descriptor
+        import tensorrt.plugin as trtp  # full TensorRT 10.6+ only
+
+        self.tensors, self.attrs = tensors, attr_types
+        op = self
+
+        def describe(*descs, **attr_values):
+            shapes = [tuple(_constant_dims(d)) for d in descs]
+            fakes = [torch.empty(s, dtype=to_torch(d.dtype), device="meta") for s, d in zip(shapes, descs)]
+            return tuple(trtp.from_shape_expr(s, dtype=to_trt(dt)) for s, dt in op.output_specs(fakes, attr_values))
+
+        def run(*args, outputs, stream):
+            inputs = [torch.as_tensor(t, device="cuda") for t in args[:len(op.tensors)]]
+            attr_values = dict(zip(op.attrs, args[len(op.tensors):]))
+            with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+                results = op.impl(**dict(zip(op.tensors, inputs)), **attr_values)
+                results = [results] if isinstance(results, torch.Tensor) else list(results)
+                for out, res in zip(outputs, results):
+                    torch.as_tensor(out, device="cuda").copy_(res)
+
+        tensor_params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=trtp.TensorDesc)
+                         for n in tensors]
+        attr_params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t)
+                       for n, t in attr_types.items()]
+        outputs = tuple[(trtp.TensorDesc,) * self.num_outputs]
+        describe.__signature__ = inspect.Signature(tensor_params + attr_params, return_annotation=outputs)
+        run_params = [p.replace(annotation=inspect.Parameter.empty) for p in tensor_params + attr_params]
+        run.__signature__ = inspect.Signature(run_params + [
+            inspect.Parameter("outputs", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("stream", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+        trtp.register(self.name)(describe)
+        trtp.impl(self.name)(run)
+        namespace, name = self.name.split("::")
+        self.descriptor = getattr(getattr(trtp.op, namespace), name)
+        return self.descriptor
+
+
+PLUGIN_OPS: dict[str, PluginOp] = {}
+
+
+def _constant_dims(desc: Any) -> list:
+    dims = []
+    for d in desc.shape_expr:
+        if not d.is_constant:
+            raise ValueError("torch2x plugins take fixed shapes; a dimension is dynamic")
+        dims.append(d.constant_value())
+    return dims
+
+
+def plugin_op(name: str, shape: Callable, dtype: Optional[Callable] = None,
+              num_outputs: int = 1) -> Callable[[Callable], Callable]:
+    """Register a custom op as a TensorRT plugin: decorate its PyTorch implementation.
+
+    ``name`` is ``"namespace::name"`` (TensorRT's plugin id, and the ``torch.library`` name when
+    the decorated function is a ``torch.library.custom_op``: calls through ``torch.ops.namespace.name``
+    are then converted too). ``shape`` takes the op's arguments (tensors, which may be on the meta
+    device) and returns the output shape, or a list of shapes for ``num_outputs`` > 1; ``dtype``
+    likewise returns the output dtype(s) (default: the first tensor input's). Tensor arguments
+    become plugin inputs; int, float, bool and str arguments become plugin attributes. Example::
+
+        @torch2x.plugins.plugin_op("mylib::scaled_tanh", shape=lambda x, scale: x.shape)
+        def scaled_tanh(x: torch.Tensor, scale: float) -> torch.Tensor:
+            return torch.tanh(x) * scale
+
+    On TensorRT-RTX, which has no plugin layers, converting a call reports
+    ``"<name> needs plugin support, which tensorrt_rtx lacks"``.
+    """
+    if name.count("::") != 1 or not all(name.split("::")):
+        raise ValueError(f"plugin op name {name!r} must look like 'namespace::name'")
+
+    def register(fn: Callable) -> Callable:
+        signature = inspect.signature(getattr(fn, "_init_fn", fn))  # a torch.library CustomOpDef wraps _init_fn
+        PLUGIN_OPS[name] = PluginOp(name, fn, shape, dtype, signature, num_outputs=num_outputs)
+        CONVERTERS[name] = Converter(name, _convert, signature, False)
+        namespace, short = name.split("::")
+        if hasattr(fn, "_init_fn") or _torch_op_exists(namespace, short):
+            register_target(getattr(torch.ops, namespace), short, name)
+        return traceable(name)(fn)
+
+    return register
+
+
+def _torch_op_exists(namespace: str, name: str) -> bool:
+    try:
+        getattr(getattr(torch.ops, namespace), name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _convert(ctx, call):
+    op = PLUGIN_OPS[call.name]
+    if not flavour.SUPPORTS_PLUGINS:
+        raise ConversionError(f"{op.name} needs plugin support, which {flavour.NAME} lacks: rewrite it with "
+                              "torch ops, or run it in PyTorch between two converted parts of the model")
+    tensors, attrs = op.split(call.bound())
+    definition = op.trt_definition(tensors, attrs)
+    bound = call.bound()
+    inputs = [ctx.trt(bound[n], ctx.dtype_for(bound[n].dtype)) for n in tensors]
+    layer = ctx.network.add_plugin(definition(*inputs, **attrs))
+    layer.metadata = json.dumps({"torch2x_plugin": op.name, "tensors": list(tensors), "attrs": attrs})
+    return [layer.get_output(i) for i in range(layer.num_outputs)]
+
+
+def run_plugin_layer(name: str, inputs: list, meta: dict) -> list:
+    """Run a plugin layer made by :func:`plugin_op` with the op's PyTorch implementation (the interpreter's rule)."""
+    op = PLUGIN_OPS.get(name)
+    if op is None:
+        raise KeyError(f"plugin op {name!r} is not registered in this process: import the module that "
+                       "declares it with torch2x.plugins.plugin_op")
+    out = op.impl(**dict(zip(meta["tensors"], inputs)), **meta.get("attrs", {}))
+    return [out] if isinstance(out, torch.Tensor) else list(out)
