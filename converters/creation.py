@@ -1,0 +1,73 @@
+"""Tensors made from a traced tensor's shape and dtype: ``*_like``, ``Tensor.new_*``, ``fill_``/``zero_``, ``copy_``.
+
+Calls that create a tensor from Python values alone (``torch.zeros(3)``, ``torch.arange(n)``)
+touch no traced tensor, so they never reach a converter: their result becomes a constant
+where it is used. The calls here take a traced tensor, but (except for ``fill_`` with a
+traced value and ``copy_``) their values do not depend on its data: with fixed shapes the
+result is a filled tensor of the real output's shape, built by :func:`full`.
+"""
+from __future__ import annotations
+
+import torch
+
+from torch2x.context import ConversionError
+from torch2x.registry import converter
+
+
+def full(ctx, shape, value, dtype) -> "trt.ITensor":  # noqa: F821
+    """A tensor of ``shape`` holding ``value`` (a Python scalar or a one-element tensor) everywhere.
+
+    A rank-0 constant broadcast by a stride-0 slice: no weights of the full size. Every fill
+    of this family goes through here, so shapes read from the network (dynamic shapes) only
+    change this function.
+    """
+    return ctx.expand(ctx.reshape(ctx.trt(value, dtype), ()), tuple(shape))
+
+
+def _filled(value):
+    def convert(ctx, call):
+        out = call.output
+        return full(ctx, out.shape, value if value is not None else call.arg("fill_value"), out.dtype)
+
+    return convert
+
+
+_LIKE_SIG = "input, *args, **kwargs"
+converter("torch.zeros_like", "torch.empty_like", signature=_LIKE_SIG)(_filled(0))
+converter("torch.ones_like", signature=_LIKE_SIG)(_filled(1))
+converter("torch.full_like", signature="input, fill_value, *args, **kwargs")(_filled(None))
+# An empty tensor's contents are unspecified: zeros are as good as any, and deterministic.
+converter("torch.Tensor.new_zeros", "torch.Tensor.new_empty", signature=_LIKE_SIG)(_filled(0))
+converter("torch.Tensor.new_ones", signature=_LIKE_SIG)(_filled(1))
+converter("torch.Tensor.new_full", signature="input, size, fill_value, *args, **kwargs")(_filled(None))
+converter("torch.Tensor.zero_", "torch.zero_", signature="input")(_filled(0))
+
+
+@converter("torch.Tensor.fill_", "torch.fill_", "torch.fill", signature="input, value")
+def fill_(ctx, call):
+    value = call.arg("value")
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ConversionError(f"{call.op} with a {value.dim()}-d value: PyTorch fills with one value only")
+    return full(ctx, call.output.shape, value, call.output.dtype)
+
+
+@converter("torch.Tensor.new_tensor", signature=_LIKE_SIG)
+def new_tensor(ctx, call):
+    data = call.args[1] if len(call.args) > 1 else call.kwargs.get("data")
+    if ctx.is_traced(data):  # a copy of traced values
+        return ctx.trt(data, call.output.dtype)
+    return ctx.constant(call.output, ctx.dtype_for(call.output.dtype))
+
+
+@converter("torch.Tensor.copy_", signature="input, src, non_blocking=False")
+def copy_(ctx, call):
+    return ctx.expand(ctx.trt(call.arg("src"), call.output.dtype), tuple(call.output.shape))
+
+
+@converter("torch.rand_like", "torch.randn_like", "torch.randint_like", "torch.Tensor.uniform_",
+           "torch.Tensor.normal_", "torch.Tensor.bernoulli_", "torch.bernoulli", "torch.Tensor.bernoulli",
+           "torch.Tensor.random_", "torch.Tensor.exponential_", "torch.normal", "torch.multinomial",
+           "torch.Tensor.multinomial", signature=_LIKE_SIG)
+def random(ctx, call):
+    raise ConversionError(f"{call.op} draws random values, which an engine cannot reproduce; make them an input "
+                          "of the model or a buffer")
