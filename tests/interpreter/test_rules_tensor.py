@@ -1189,3 +1189,59 @@ def test_constant_dtypes_read_back(fresh):
     n.output(*[n.const(a) for a in arrays])
     for out, a in zip(n.run(), arrays):
         torch.testing.assert_close(out, torch.from_numpy(a), **EXACT)
+
+
+# ----------------------------------------------------------------------------- NVIDIA's own op mapping
+#
+# Tiny PyTorch functions exported to ONNX and parsed by trt.OnnxParser: the parser picks the
+# layers and their settings (Tile -> WRAP slice, reflect/replicate Pad -> if-conditionals and
+# gathers on shape tensors, flip -> negative-stride slice, ...), so these check the rules on
+# networks this project did not build, against PyTorch eager.
+
+_IDX = torch.tensor([[2, 0, 1, 1], [3, 3, 0, 2]])
+ONNX_CASES = {
+    "where_expand": lambda x: torch.where(x > 0, x, torch.tensor([[-1.0], [-2.0]]).expand(2, 5)),
+    "cumsum": lambda x: torch.cumsum(x, 1),
+    "topk": lambda x: torch.topk(x, 3, dim=-1).values + torch.topk(x, 3, dim=-1).indices.float(),
+    "gather_elements": lambda x: torch.gather(x, 1, _IDX),
+    "index_select": lambda x: x[:, [4, 0, -1]],
+    "tile": lambda x: x.repeat(2, 3),
+    "pad_reflect": lambda x: torch.nn.functional.pad(x.unsqueeze(0), (3, 2), mode="reflect").squeeze(0),
+    "pad_replicate": lambda x: torch.nn.functional.pad(x.unsqueeze(0), (3, 2), mode="replicate").squeeze(0),
+    "pad_circular": lambda x: torch.nn.functional.pad(x.unsqueeze(0), (3, 2), mode="circular").squeeze(0),
+    "einsum": lambda x: torch.einsum("ij,kj->ik", x, x),
+    "softmax": lambda x: torch.softmax(x, 1) + torch.log_softmax(x, 0),
+    "flip_stride": lambda x: x.flip(1)[:, ::2],
+    "scatter": lambda x: torch.zeros(2, 5).scatter(1, _IDX[:, :2], x[:, :2]),
+    # (SELU is left out: the parsed layer carries alpha=1.6732, beta=1.0507, 4e-5 off PyTorch's constants)
+    "activations": lambda x: (torch.nn.functional.elu(x) + torch.nn.functional.softplus(x, beta=2.0)
+                              + torch.nn.functional.hardsigmoid(x) + torch.nn.functional.leaky_relu(x, 0.2)
+                              + torch.nn.functional.gelu(x) + torch.nn.functional.hardtanh(x, -0.5, 0.5)),
+    "int_div": lambda x: (torch.div((x * 10).int(), 3, rounding_mode="floor")
+                          + torch.div((x * 10).int(), 3, rounding_mode="trunc")).float(),
+    "reduce": lambda x: x.mean(1, keepdim=True) + x.amax(0) - x.prod(1, keepdim=True) + x.sum() + x.amin(),
+    "shape_ops": lambda x: torch.cat([x, x * 2], 0).reshape(4, 5).permute(1, 0).unsqueeze(0).squeeze(0).chunk(2, dim=1)[1],
+    "batched_matmul": lambda x: torch.matmul(x.unsqueeze(0), x.T.unsqueeze(0).expand(3, 5, 2)),
+    "one_hot": lambda x: torch.nn.functional.one_hot((x.abs() * 2).long().clamp(max=3), 4).float(),
+    "round_sign": lambda x: torch.round(x * 2) + torch.sign(x) + torch.floor(x) + torch.ceil(x),
+    # (torch.nonzero is not here: the parser needs a NonZero plugin TensorRT-RTX does not ship)
+}
+
+
+class _Fn(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("fn", list(ONNX_CASES.values()), ids=list(ONNX_CASES))
+def test_onnx_parsed_tensor_ops_match_pytorch(fn):
+    from onnx_util import onnx_network
+
+    x = torch.randn(2, 5)
+    parsed = onnx_network(_Fn(fn), x)
+    out = interpret(parsed.network, {parsed.input_name: x})[parsed.output_name]
+    torch.testing.assert_close(out, fn(x), rtol=1e-5, atol=1e-5)
