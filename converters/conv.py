@@ -57,6 +57,9 @@ def _dilate_kernel(ctx, kernel, dilation: tuple):
 def _convolution(n: int, transposed: bool):
     def convert(ctx, call):
         x = ctx.trt(call.arg("input"))
+        if transposed and x.dtype == trt.DataType.BF16:
+            # TensorRT-RTX 1.7 builds no bfloat16 deconvolution (Myelin cannot infer its output type).
+            x = ctx.cast(x, trt.DataType.FLOAT)
         weight = call.arg("weight")
         # The kernel is the layer's second input rather than trt.Weights: strongly typed builds accept
         # both, but only a tensor input also serves kernels computed in the forward pass (weight

@@ -92,3 +92,10 @@ def test_conv_fp16(transposed):
 
 def test_conv1d_fp16():
     check(nn.Conv1d(4, 6, 5, padding=2), torch.randn(2, 4, 16), rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("module", [nn.Conv2d(4, 6, 3, padding=1), nn.ConvTranspose2d(4, 6, 3, stride=2),
+                                    nn.ConvTranspose1d(4, 6, 3, stride=2, dilation=2)])
+def test_conv_bf16(module):
+    check(module, torch.randn(2, 4, 8, 8) if not isinstance(module, nn.ConvTranspose1d) else torch.randn(2, 4, 8),
+          rtol=3e-2, bf16=True)

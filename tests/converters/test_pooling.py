@@ -90,7 +90,7 @@ def test_adaptive_pool_none_and_larger_output():
     check(lambda x: F.adaptive_max_pool2d(x, (7, 9)), x)
 
 
-@pytest.mark.parametrize("n, p, ceil_mode", [(1, 2.0, False), (1, 3, True), (2, 2.0, True), (2, 3, False)])
+@pytest.mark.parametrize("n, p, ceil_mode", [(1, 2.0, False), (1, 3, True), (2, 2.0, True), (2, 3, False), (3, 2.0, False)])
 def test_lp_pool(n, p, ceil_mode):
     pool = fn(f"lp_pool{n}d")
     check(lambda x: pool(x, p, 3, 2, ceil_mode=ceil_mode), torch.rand((2, 3) + SIZE[n]) + 0.1)
