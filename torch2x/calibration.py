@@ -57,10 +57,11 @@ class HistogramCollector:
     """Per-tensor histograms of ``|x|`` (float32 values, int64 counts) over ``[0, range]``.
 
     The range starts at the first batch's max|x|. A batch with a larger max doubles the range
-    until it fits, merging bin pairs each time ([TRT-DG]); counts are never split, so the result
-    equals ``bin_abs(all data seen, range)`` exactly whatever the batch order. The range therefore
-    lies in ``[max, 2*max)`` and up to half the bins may be empty, as in TensorRT. The running
-    max is kept separately for the "max" method; percentiles read the histogram's CDF.
+    until it fits, merging bin pairs each time ([TRT-DG]). Counts are never split, so the result
+    is exactly ``bin_abs(all data seen, range)``. The range lies in ``[max, 2*max)`` and depends
+    on the first batch's max (TensorRT's guide warns of the same: shuffle calibration batches);
+    up to half the bins may be empty. The running max is kept for "max"; percentiles read the
+    histogram's CDF.
 
     >>> c = HistogramCollector()
     >>> c.collect("fc/linear", torch.tensor([0.5, -1.0]))
@@ -110,6 +111,11 @@ class HistogramCollector:
     def keys(self) -> List[str]:
         return list(self._hist)
 
+    def _known(self, key: str) -> str:
+        if key not in self._hist:
+            raise KeyError(f"no calibration data collected for {key!r}; collected: {sorted(self._hist)}")
+        return key
+
     def range(self, key: str) -> float:
         return self._range[key]
 
@@ -118,13 +124,13 @@ class HistogramCollector:
 
     def histogram(self, key: str) -> Tuple[np.ndarray, np.ndarray]:
         """``(counts, edges)``: ``num_bins`` int64 counts and ``num_bins + 1`` float64 edges."""
-        edges = np.arange(self.num_bins + 1, dtype=np.float64) * (self._range[key] / self.num_bins)
-        return self._hist[key].copy(), edges
+        width = self._range[self._known(key)] / self.num_bins
+        return self._hist[key].copy(), np.arange(self.num_bins + 1, dtype=np.float64) * width
 
     def amax(self, key: str, method: str = "entropy", **kwargs: float) -> float:
         """``amax`` of ``key`` by ``method`` ("entropy", "percentile" or "max"); kwargs go to it."""
         if method == "max":
-            return max_threshold(self._max[key])
+            return max_threshold(self._max[self._known(key)])
         if method == "entropy":
             return entropy_threshold(*self.histogram(key), **kwargs)  # type: ignore[arg-type]
         if method == "percentile":
@@ -162,11 +168,12 @@ def kl_divergences(hist: np.ndarray, num_quantized_bins: int = 128, start_bin: i
     if not 0 < nq <= start_bin <= h.size:
         raise ValueError(f"need 0 < num_quantized_bins ({nq}) <= start_bin ({start_bin}) <= bins ({h.size})")
     tail = np.concatenate([np.cumsum(h[::-1])[::-1], [0.0]])  # tail[i] = sum(h[i:])
+    index = np.arange(h.size)
     out = np.empty(h.size - start_bin + 1)
     for i in range(start_bin, h.size + 1):
         p = h[:i].copy()
         p[-1] += tail[i]
-        group = np.arange(i) * nq // i
+        group = index[:i] * nq // i
         nonzero = p != 0
         total = np.bincount(group, weights=h[:i], minlength=nq)
         used = np.bincount(group, weights=nonzero.astype(np.float64), minlength=nq)
@@ -177,9 +184,11 @@ def kl_divergences(hist: np.ndarray, num_quantized_bins: int = 128, start_bin: i
 
 def _smooth(counts: np.ndarray, eps: float) -> Optional[np.ndarray]:
     zero = counts == 0
-    if eps == 0.0 or zero.all():
-        return counts if not zero.all() else None
-    smoothed = counts + np.where(zero, eps, -eps * zero.sum() / (~zero).sum())
+    if zero.all():
+        return None
+    if eps == 0.0 or not zero.any():
+        return counts
+    smoothed = np.where(zero, eps, counts - eps * zero.sum() / (~zero).sum())
     return smoothed if (smoothed > 0).all() else None
 
 
@@ -262,11 +271,7 @@ def weight_scales(weight: torch.Tensor, axis: int = 0) -> torch.Tensor:
 
 def _broadcast(scale: Union[float, torch.Tensor], ndim: int, axis: Optional[int]) -> torch.Tensor:
     s = torch.as_tensor(scale, dtype=torch.float32)
-    if axis is None:
-        return s
-    shape = [1] * ndim
-    shape[axis] = -1
-    return s.reshape(shape)
+    return s if axis is None else s.reshape([-1 if d == axis % ndim else 1 for d in range(ndim)])
 
 
 def quantize(x: torch.Tensor, scale: Union[float, torch.Tensor], axis: Optional[int] = None) -> torch.Tensor:
@@ -311,12 +316,9 @@ class CalibrationCache:
     VERSION = 1
 
     def __init__(self, amax: Optional[Mapping[str, Union[float, Sequence[float]]]] = None):
-        self.amax: Dict[str, Amax] = {}
-        for name, value in (amax or {}).items():
-            values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
-            for v in values:
-                max_threshold(v)
-            self.amax[name] = values if isinstance(value, (list, tuple)) else values[0]
+        self.amax: Dict[str, Amax] = {
+            name: [max_threshold(float(v)) for v in value] if isinstance(value, (list, tuple))
+            else max_threshold(float(value)) for name, value in (amax or {}).items()}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CalibrationCache) and self.amax == other.amax
