@@ -1,7 +1,13 @@
-"""Rules of rules_tensor.py: small networks from the real builder, run by the interpreter,
-compared with an independent PyTorch / NumPy computation of TensorRT's documented semantics.
+"""Rules of rules_tensor.py: small networks from the real builder, run by the interpreter, compared with
 
-``fresh.build()`` is called on a representative subset (engine builds cost ~0.1-1 s each).
+* an independent NumPy / PyTorch computation of TensorRT's documented semantics;
+* TensorRT's own arithmetic: the values it constant-folds into shape tensors while inferring
+  shapes (integer and float elementwise, unary, activations, slice modes, gather modes, one-hot,
+  ...), which settles the cases where TensorRT's documents disagree or are silent;
+* NVIDIA's op mapping: tiny PyTorch functions exported to ONNX and parsed by ``trt.OnnxParser``.
+
+``fresh.build()`` is called on a representative subset (engine builds cost ~0.1-1 s each); a
+comment says why where a network cannot build on TensorRT-RTX.
 """
 import math
 
