@@ -23,9 +23,11 @@ F32 = trt.DataType.FLOAT
 
 
 def _rois(ctx, boxes):
-    """Boxes as one ``[K, 5]`` (batch index, x1, y1, x2, y2) float network tensor, and as torch values."""
+    """Boxes as one ``[K, 5]`` (batch index, x1, y1, x2, y2) float network tensor, as torch values, and
+    whether they come from the traced inputs (else they are constants)."""
     if isinstance(boxes, torch.Tensor):
-        return ctx.trt(boxes, F32), boxes
+        return ctx.trt(boxes, F32), boxes, ctx.is_traced(boxes)
+    traced = any(ctx.is_traced(b) for b in boxes)
     parts, values = [], []
     for i, b in enumerate(boxes):  # torchvision's convert_boxes_to_roi_format: list position is the batch index
         if b.shape[0] == 0:
@@ -38,24 +40,22 @@ def _rois(ctx, boxes):
     if not parts:
         raise ConversionError("roi_align got no boxes")
     if len(parts) == 1:
-        return parts[0], values[0]
+        return parts[0], values[0], traced
     layer = ctx.network.add_concatenation(parts)
     layer.axis = 0
-    return layer.get_output(0), torch.cat(values)
+    return layer.get_output(0), torch.cat(values), traced
 
 
-def _sample_fractions(ctx, call, rois_value, bins: int, axis: int, scale: float, aligned: bool):
+def _sample_fractions(rois_value, traced: bool, ratio: int, bins: int, axis: int, scale: float, aligned: bool):
     """Where the points of a bin sit (in bins, [K or 1, S]) and the weight of each point ([K or 1, S]).
 
     sampling_ratio > 0 puts that many points per bin on every box. Adaptive sampling (<= 0) puts
     ceil(box size / bins) points, a count read from the box values: expressible with fixed shapes only
     for constant boxes (the largest count, with the extra points weighted 0)."""
-    ratio = int(call.arg("sampling_ratio"))
     if ratio > 0:
         counts = np.array([ratio])
     else:
-        if any(ctx.is_traced(t) for t in ([call.arg("boxes")] if isinstance(call.arg("boxes"), torch.Tensor)
-                                          else call.arg("boxes"))):
+        if traced:
             raise ConversionError(
                 "adaptive sampling (sampling_ratio <= 0) takes ceil(box size / output size) points per bin, a "
                 "number read from the box values; pass sampling_ratio > 0 (torchvision's detection models use 2)")
@@ -108,11 +108,17 @@ def _pairs(ctx, low, high, shape):
 
 @converter("torchvision.ops.roi_align", fp32=True)
 def roi_align(ctx, call):
-    x_t = call.arg("input")
+    size = call.arg("output_size")
+    return _roi_align(ctx, call.arg("input"), _rois(ctx, call.arg("boxes")), (size, size) if isinstance(size, int)
+                      else tuple(size), float(call.arg("spatial_scale")), int(call.arg("sampling_ratio")),
+                      bool(call.arg("aligned")))
+
+
+def _roi_align(ctx, x_t, rois, output_size, scale: float, ratio: int, aligned: bool):
+    """roi_align of feature map ``x_t`` (a torch tensor) over ``rois`` (what ``_rois`` returns): [K, C, ph, pw]."""
     n, c, h, w = x_t.shape
-    ph, pw = (call.arg("output_size"),) * 2 if isinstance(call.arg("output_size"), int) else call.arg("output_size")
-    scale, aligned = float(call.arg("spatial_scale")), bool(call.arg("aligned"))
-    rois, rois_value = _rois(ctx, call.arg("boxes"))
+    ph, pw = output_size
+    rois, rois_value, traced = rois
     k = rois.shape[0]
     col = [ctx.slice(rois, (0, j), (k, 1)) for j in range(5)]
     shift = 0.5 if aligned else 0.0  # aligned=True moves box corners onto pixel centers
@@ -120,8 +126,8 @@ def roi_align(ctx, call):
     def edge(j):
         return ctx.elementwise(ctx.elementwise(col[j], scale, EW.PROD), shift, EW.SUB)
 
-    frac_y, weight_y = _sample_fractions(ctx, call, rois_value, ph, 1, scale, aligned)
-    frac_x, weight_x = _sample_fractions(ctx, call, rois_value, pw, 0, scale, aligned)
+    frac_y, weight_y = _sample_fractions(rois_value, traced, ratio, ph, 1, scale, aligned)
+    frac_x, weight_x = _sample_fractions(rois_value, traced, ratio, pw, 0, scale, aligned)
     ys, wys = _axis_points(ctx, edge(2), edge(4), ph, frac_y, weight_y, h, aligned)  # [K, 2 * ph * points per bin]
     xs, wxs = _axis_points(ctx, edge(1), edge(3), pw, frac_x, weight_x, w, aligned)
     ay, ax = ys.shape[1], xs.shape[1]  # 2 corners per point
@@ -137,8 +143,40 @@ def roi_align(ctx, call):
     return ctx.permute(pooled, (0, 3, 1, 2))
 
 
+
+@converter("torchvision.ops.poolers._multiscale_roi_align", fp32=True)
+def multiscale_roi_align(ctx, call):
+    """MultiScaleRoIAlign (Faster/Mask R-CNN's box pooler): torchvision picks each box's FPN level from its
+    area and pools only there, with data-dependent index lists. Fixed shapes: pool every box on every
+    level and keep each box's own level through a 0/1 mask."""
+    features, boxes, mapper = call.arg("x_filtered"), call.arg("boxes"), call.arg("mapper")
+    scales, ratio = call.arg("scales"), int(call.arg("sampling_ratio"))
+    if scales is None or mapper is None:
+        raise ConversionError("MultiScaleRoIAlign has no scales yet (torchvision sets them on the first call)")
+    size = tuple(call.arg("output_size"))
+    rois = _rois(ctx, boxes)
+    if len(features) == 1:
+        return _roi_align(ctx, features[0], rois, size, float(scales[0]), ratio, False)
+    k = rois[0].shape[0]
+    # LevelMapper: floor(lvl0 + log2(sqrt(area) / s0) + eps), clamped to [k_min, k_max]
+    x1, y1, x2, y2 = (ctx.slice(rois[0], (0, j), (k, 1)) for j in range(1, 5))
+    area = ctx.elementwise(ctx.elementwise(x2, x1, EW.SUB), ctx.elementwise(y2, y1, EW.SUB), EW.PROD)
+    root = ctx.unary(area, trt.UnaryOperation.SQRT)
+    log2 = ctx.elementwise(ctx.unary(ctx.elementwise(root, float(mapper.s0), EW.DIV), trt.UnaryOperation.LOG),
+                           float(np.log(2.0)), EW.DIV)
+    level = ctx.unary(ctx.elementwise(log2, float(mapper.lvl0) + float(mapper.eps), EW.SUM), trt.UnaryOperation.FLOOR)
+    level = ctx.elementwise(ctx.elementwise(level, float(mapper.k_min), EW.MAX), float(mapper.k_max), EW.MIN)
+    out = None
+    for index, (feature, scale) in enumerate(zip(features, scales)):
+        here = ctx.cast(ctx.elementwise(level, float(mapper.k_min + index), EW.EQUAL), F32)
+        pooled = ctx.elementwise(_roi_align(ctx, feature, rois, size, float(scale), ratio, False),
+                                 ctx.reshape(here, (k, 1, 1, 1)), EW.PROD)
+        out = pooled if out is None else ctx.elementwise(out, pooled, EW.SUM)
+    return out
+
 # RoIAlign.forward looks roi_align up in torchvision.ops.roi_align (the module, which the
 # torchvision.ops attribute of the same name hides), MultiScaleRoIAlign in torchvision.ops.poolers.
 register_target("torchvision.ops.roi_align", "roi_align", "torchvision.ops.roi_align")
 register_target("torchvision.ops.poolers", "roi_align", "torchvision.ops.roi_align")
 register_target("torchvision.ops", "roi_align", "torchvision.ops.roi_align")
+register_target("torchvision.ops.poolers", "_multiscale_roi_align", "torchvision.ops.poolers._multiscale_roi_align")

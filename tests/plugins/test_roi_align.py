@@ -58,3 +58,22 @@ def test_roi_align_fp16():
     torch.manual_seed(0)
     x, boxes = torch.randn(1, 3, 9, 11), _boxes(5, 1, 9, 11)
     check_module(lambda x, b: torchvision.ops.roi_align(x, b, 2, 1.0, 2, True), x, boxes, rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_multiscale_roi_align(levels):
+    """MultiScaleRoIAlign (the R-CNN box pooler): boxes of every FPN level, picked by their area."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    names = [f"p{i}" for i in range(levels)]
+    pool = torchvision.ops.MultiScaleRoIAlign(names, 3, 2)
+    feats = [torch.randn(2, 4, 64 >> i, 64 >> i) for i in range(levels)]  # image 256x256: scales 1/4, 1/8, 1/16
+    b0 = torch.tensor([[1.0, 2, 20, 25], [0, 0, 255, 255], [10, 10, 90, 140], [30, 40, 31, 41.5]])
+    b1 = torch.tensor([[4.0, 4, 100, 120], [50, 60, 250, 200]])
+
+    def fn(*args):
+        return pool(OrderedDict(zip(names, args[:levels])), list(args[levels:]), [(256, 256)] * 2)
+
+    fn(*feats, b0, b1)  # torchvision infers the scales on the first call
+    check_module(fn, *feats, b0, b1)
