@@ -150,15 +150,15 @@ def kl_divergences(hist: np.ndarray, num_quantized_bins: int = 128, start_bin: i
     ``hist[:i]`` into ``num_quantized_bins`` groups and spreads each group's count evenly over
     the bins where P is non-zero, keeping P's empty bins empty ([GTC17], [TVM]). Source bin ``j``
     joins group ``j*nq // i``, [PQ]'s linspace/digitize map in exact integers: groups differ by
-    at most one bin, where [TVM] gives the whole remainder to the last group (129 bins at i=255).
+    at most one bin, where [TVM] gives the whole remainder to the last group (128 bins at i=255).
 
     Zeros: [TVM] smooths both count vectors before scoring, ``eps`` counts added to each zero bin
     and taken evenly off the non-zero ones, so a candidate whose last group holds only outliers
-    costs ``p_last * log(p_last / eps)`` instead of ``inf``; without it any isolated outlier pins
-    the threshold at the max. ``eps=0`` gives [PQ]'s rule (``P > 0`` where ``Q == 0`` scores
-    ``inf``). A smoothing that would make a count <= 0 scores ``inf`` ([TVM] raises, then uses
-    inf). [GTC17] loops ``range(128, 2048)``; ``i = len(hist)`` (no clipping) is included as in
-    [PQ], so the max stays a candidate.
+    costs about ``p_last * log(p_last / eps)`` instead of ``inf``; without it any isolated outlier
+    pins the threshold at the max. ``eps=0`` gives [PQ]'s rule (``P > 0`` where ``Q == 0`` scores
+    ``inf``). A smoothing that would make a count <= 0 (only tiny fractional Q counts can) scores
+    ``inf`` where [TVM] fails an assertion. [GTC17] loops ``range(128, 2048)``; ``i = len(hist)``
+    (no clipping) is included as in [PQ], so the max stays a candidate.
 
     >>> kl_divergences(np.array([1, 0, 2, 3, 5, 3, 1, 7]), 2, 8, eps=0).round(4).tolist()
     [0.1503]
@@ -206,8 +206,9 @@ def entropy_threshold(hist: np.ndarray, bin_edges: np.ndarray, num_quantized_bin
                       start_bin: int = 128, eps: float = 1e-4) -> float:
     """The ``amax`` minimizing ``KL(P||Q)`` (see ``kl_divergences``): ``(i + 0.5) * bin_width``.
 
-    The half bin is [GTC17]'s convention (also ncnn's and TPU-MLIR's), kept so amax matches legacy
-    TensorRT caches; [PQ] returns ``i * bin_width``, half a bin (1/4096 of the range) lower.
+    The half bin is [GTC17]'s convention, the only public statement of TensorRT's own rule (the
+    TPU-MLIR calibration docs copy it); [PQ] and [TVM] return ``i * bin_width``, the upper edge
+    of the last kept bin, half a bin (1/4096 of a 2048-bin range) lower.
     On ties the largest ``i`` wins (less clipping), as in [PQ].
 
     >>> entropy_threshold(np.array([1, 0, 2, 3, 5, 3, 1, 7]), np.arange(9.0), 2, 2, eps=0)
