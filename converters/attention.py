@@ -243,3 +243,9 @@ def native_multi_head_attention(ctx, call):
     return _mha(ctx, query, key, a["value"], heads, ("packed", a["qkv_weight"], a["qkv_bias"]), a["proj_weight"],
                 a["proj_bias"], masks, a["need_weights"], a["average_attn_weights"], True,
                 tuple(call.output[0].shape), dtype)
+
+
+@converter("torch._nested_tensor_from_mask", signature="t, mask, mask_check=True")
+def nested_tensor_from_mask(ctx, call):
+    raise ConversionError("nn.TransformerEncoder in eval packs a padded batch into a nested tensor, whose layout "
+                          "depends on the mask values; build it with enable_nested_tensor=False")

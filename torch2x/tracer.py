@@ -59,8 +59,9 @@ _SKIP_FUNCTIONS = {
     "has_torch_function", "has_torch_function_unary", "has_torch_function_variadic", "handle_torch_function",
     "boolean_dispatch", "assert_int_or_pair", "_assert",
 }
-# Private torch functions that public modules call on their fused paths (nn.MultiheadAttention in eval).
-_PRIVATE_TORCH = {"_native_multi_head_attention", "_transformer_encoder_layer_fwd"}
+# Private torch functions that public modules call on their fused paths (nn.MultiheadAttention in eval;
+# nn.TransformerEncoder packs padded batches into nested tensors, which must be reported, not missed).
+_PRIVATE_TORCH = {"_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_nested_tensor_from_mask"}
 # Calls whose Python result is read from tensor values: the trace freezes it.
 DATA_DEPENDENT = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"}
 
