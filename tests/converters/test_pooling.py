@@ -88,6 +88,9 @@ def test_adaptive_pool_none_and_larger_output():
     x = torch.randn(1, 2, 5, 6)
     check(lambda x: F.adaptive_avg_pool2d(x, (None, 4)), x)
     check(lambda x: F.adaptive_max_pool2d(x, (7, 9)), x)
+    # one axis divides (a pooling window of 2), the other does not (per-cell reduces)
+    check(lambda x: F.adaptive_avg_pool2d(x, (4, 3)), torch.randn(1, 2, 8, 7))
+    check(lambda x: F.adaptive_max_pool3d(x, (2, 3, 2)), torch.randn(1, 2, 4, 7, 5))
 
 
 @pytest.mark.parametrize("n, p, ceil_mode", [(1, 2.0, False), (1, 3, True), (2, 2.0, True), (2, 3, False), (3, 2.0, False)])
