@@ -12,7 +12,7 @@ import torch
 
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
-from torch2x.registry import converter, lookup
+from torch2x.registry import converter
 
 Op = trt.ElementWiseOperation
 
@@ -325,21 +325,6 @@ def nonzero(ctx, call):
     raise ConversionError(f"{call.op} has a data-dependent output shape, which fixed-shape networks cannot hold")
 
 
-_where3 = lookup("torch.where")
-
-
-@converter("torch.where", "torch.Tensor.where", signature="condition, input=None, other=None, *, out=None")
-def where(ctx, call):
-    if call.arg("input") is None:
-        raise ConversionError("torch.where(condition) is nonzero(): a data-dependent output shape")
-    if _where3 is not None:
-        return _where3.fn(ctx, call)
-    cond = ctx.trt(call.arg("condition"), trt.DataType.BOOL)
-    dtype = ctx.dtype_for(call.output.dtype)
-    cond, a, b = ctx.broadcast(cond, ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("other"), dtype))
-    return ctx.network.add_select(cond, a, b).get_output(0)
-
-
 # ----------------------------------------------------------------------------- padding
 
 _PAD_MODES = {"constant": trt.SampleMode.FILL, "reflect": trt.SampleMode.REFLECT,
@@ -352,9 +337,19 @@ def _pad(ctx, source, pad, mode: str, value, out_shape):
         raise ConversionError(f"pad mode {mode!r}")
     x = ctx.trt(source)
     rank = len(x.shape)
+    pad = [int(p) for p in pad]
+    if mode == "circular" and min(pad) < 0:
+        # torch crops first and wraps around the cropped tensor.
+        crop = [min(p, 0) for p in pad]
+        start, size = [0] * rank, list(x.shape)
+        for k in range(len(pad) // 2):
+            start[rank - 1 - k] = -crop[2 * k]
+            size[rank - 1 - k] += crop[2 * k] + crop[2 * k + 1]
+        x = ctx.slice(x, start, size)
+        pad = [max(p, 0) for p in pad]
     start = [0] * rank
     for k in range(len(pad) // 2):
-        start[rank - 1 - k] = -int(pad[2 * k])
+        start[rank - 1 - k] = -pad[2 * k]
     return ctx.slice(x, start, out_shape, mode=_PAD_MODES[mode], fill=value or 0)
 
 
