@@ -153,7 +153,7 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
     ``proj`` is ("packed", weight, bias) or ("separate", (wq, wk, wv), (bq, bk, bv)); ``masks`` are
     attention-core masks already shaped to broadcast against (1, N, H, L, S).
     """
-    batched = query.dim() == 3
+    batched = len(query.shape) == 3
     E = query.shape[-1]
     if proj[0] == "packed" and query is key and key is value:
         q, k, v = _split_packed(ctx, ctx.trt(query, dtype), proj[1], proj[2], dtype, heads, batch_first, batched)
@@ -249,3 +249,51 @@ def native_multi_head_attention(ctx, call):
 def nested_tensor_from_mask(ctx, call):
     raise ConversionError("nn.TransformerEncoder in eval packs a padded batch into a nested tensor, whose layout "
                           "depends on the mask values; build it with enable_nested_tensor=False")
+
+
+def _layer_norm(ctx, x, weight, bias, eps, dtype):
+    """LayerNorm over the last dim, its statistics in float32."""
+    rank = len(x.shape)
+    shape = (1,) * (rank - 1) + (x.shape[-1],)
+    scale, shift = (ctx.cast(ctx.trt_shaped(t, shape), F32) for t in (weight, bias))
+    layer = ctx.network.add_normalization(ctx.cast(x, F32), scale, shift, 1 << (rank - 1))
+    layer.epsilon = float(eps)
+    return ctx.cast(layer.get_output(0), dtype)
+
+
+@converter("torch._transformer_encoder_layer_fwd",
+           signature="src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, use_gelu, norm_first, "
+                     "eps, norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2, ffn_weight_1, ffn_bias_1, "
+                     "ffn_weight_2, ffn_bias_2, mask=None, mask_type=None")
+def transformer_encoder_layer_fwd(ctx, call):
+    """nn.TransformerEncoderLayer's fused eval path (taken when no hook is attached to the layer)."""
+    a = call.bound()
+    src = a["src"]
+    if src.is_nested:
+        raise ConversionError("nested tensor input (see enable_nested_tensor)")
+    dtype = ctx.dtype_for(call.output.dtype)
+    N, L, E = src.shape
+    heads = a["num_heads"]
+    masks = [] if a["mask"] is None else [_native_mask(ctx, a["mask"], a["mask_type"], N, heads, L, L)]
+    act = trt.ActivationType.GELU_ERF if a["use_gelu"] else trt.ActivationType.RELU
+
+    def attend(x):
+        return _mha(ctx, x, x, x, heads, ("packed", a["qkv_weight"], a["qkv_bias"]), a["proj_weight"],
+                    a["proj_bias"], masks, False, False, True, (N, L, E), dtype)[0]
+
+    def feed_forward(x):
+        hidden = ctx.activation(_linear(ctx, x, a["ffn_weight_1"], a["ffn_bias_1"], dtype), act)
+        return _linear(ctx, hidden, a["ffn_weight_2"], a["ffn_bias_2"], dtype)
+
+    def norm(x, k):
+        return _layer_norm(ctx, x, a[f"norm_weight_{k}"], a[f"norm_bias_{k}"], a["eps"], dtype)
+
+    def add(x, y):
+        return ctx.network.add_elementwise(x, y, Op.SUM).get_output(0)
+
+    x = ctx.trt(src, dtype)
+    if a["norm_first"]:
+        x = add(x, attend(norm(x, 1)))
+        return add(x, feed_forward(norm(x, 2)))
+    x = norm(add(x, attend(x)), 1)
+    return norm(add(x, feed_forward(x)), 2)

@@ -97,26 +97,46 @@ def test_mha_unbatched():
                  torch.randn(S, E))
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("need_weights", [True, False])
-@pytest.mark.parametrize("kpm_dtype", [torch.bool, torch.float32, None])
-@pytest.mark.parametrize("attn", ["bool", "float", "float3d", None])
-def test_mha_masks_constant(batch_first, need_weights, kpm_dtype, attn):
-    m = _mha(batch_first)
-    kpm = None
-    if kpm_dtype is torch.bool:
+def _kpm(dtype):
+    if dtype is torch.bool:
         kpm = torch.zeros(B, L, dtype=torch.bool)
         kpm[0, -2:] = True
-    elif kpm_dtype is not None:
-        kpm = torch.randn(B, L)
-    mask = {"bool": torch.rand(L, L) > 0.5, "float": torch.randn(L, L), "float3d": torch.randn(B * 2, L, L),
-            None: None}[attn]
-    if mask is not None and mask.dtype == torch.bool:
+        return kpm
+    return torch.randn(B, L)
+
+
+def _attn_mask(kind):
+    if kind == "bool":
+        mask = torch.rand(L, L) > 0.5
         mask[:, 0] = False
-    if kpm is not None and mask is not None and kpm.dtype != mask.dtype:
-        pytest.skip("torch deprecates mixing mask types")
+        return mask
+    return {"float": torch.randn(L, L), "float3d": torch.randn(B * 2, L, L)}[kind]
+
+
+# (batch_first, need_weights, key padding mask dtype, attn_mask kind); batch_first=True without
+# need_weights and with bool masks takes the fused path (torch._native_multi_head_attention).
+MASK_CASES = [(True, True, torch.bool, None), (True, False, torch.bool, "bool"), (False, True, torch.bool, "bool"),
+              (False, False, torch.float32, "float"), (True, True, None, "float3d"), (False, False, None, "float3d"),
+              (True, False, None, "bool"), (False, True, torch.float32, None)]
+
+
+@pytest.mark.parametrize("batch_first,need_weights,kpm_dtype,attn", MASK_CASES)
+def test_mha_masks_constant(batch_first, need_weights, kpm_dtype, attn):
+    m = _mha(batch_first)
+    kpm = None if kpm_dtype is None else _kpm(kpm_dtype)
+    mask = None if attn is None else _attn_mask(attn)
     check_module(lambda x: m(x, x, x, key_padding_mask=kpm, attn_mask=mask, need_weights=need_weights),
                  _seq(batch_first, L))
+
+
+@pytest.mark.parametrize("batch_first,need_weights,kpm_dtype,attn", [
+    (True, False, torch.bool, "bool"), (False, True, torch.bool, "bool"), (False, False, torch.float32, "float"),
+    (True, True, torch.float32, "float3d")])
+def test_mha_masks_traced(batch_first, need_weights, kpm_dtype, attn):
+    # masks given as inputs: torch turns bool masks into float ones (zeros_like + masked_fill_) on the way
+    m = _mha(batch_first)
+    check_module(lambda x, k, a: m(x, x, x, key_padding_mask=k, attn_mask=a, need_weights=need_weights),
+                 _seq(batch_first, L), _kpm(kpm_dtype), _attn_mask(attn))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -137,11 +157,49 @@ def test_mha_bias_kv_is_reported():
         torch2x.build_network(lambda x: m(x, x, x), [_seq(False, L)])
 
 
+@pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
 @pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("norm_first", [True, False])
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_transformer_encoder_layer(batch_first, norm_first, activation):
+    # As a module the layer runs its Python path (the tracer's hooks turn the fused one off)...
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=batch_first,
                                              norm_first=norm_first, activation=activation).eval()
     check_module(layer, _seq(batch_first, L))
+
+
+@pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
+@pytest.mark.parametrize("masks", ["none", "kpm", "src_mask", "kpm_traced"])
+def test_transformer_encoder_layer_fused(norm_first, activation, masks):
+    # ...called from a function, it takes the fused torch._transformer_encoder_layer_fwd.
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=True, norm_first=norm_first,
+                                             activation=activation).eval()
+    x, kpm = _seq(True, L), _kpm(torch.bool)
+    src_mask = torch.nn.Transformer.generate_square_subsequent_mask(L)
+    if masks == "kpm_traced":
+        converted = check_module(lambda x, k: layer(x, src_key_padding_mask=k), x, kpm)
+    else:
+        kw = {"none": {}, "kpm": {"src_key_padding_mask": kpm}, "src_mask": {"src_mask": src_mask}}[masks]
+        converted = check_module(lambda x: layer(x, **kw), x)
+    assert "transformer_encoder_layer_fwd" in str(converted.network.get_layer(converted.network.num_layers - 1).name)
+
+
+def test_transformer_encoder_layer_fused_fp16():
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=True).eval()
+    check_module(lambda x: layer(x), _seq(True, L), rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformer_encoder_with_padding(batch_first):
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=batch_first)
+    encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    check_module(lambda x, k: encoder(x, src_key_padding_mask=k), _seq(batch_first, L), _kpm(torch.bool))
+
+
+def test_transformer():
+    torch.manual_seed(0)
+    model = torch.nn.Transformer(E, 2, 1, 1, 16, batch_first=True).eval()
+    tgt_mask = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    check_module(lambda s, t: model(s, t, tgt_mask=tgt_mask), _seq(True, L), _seq(True, 4))
