@@ -39,7 +39,8 @@ class PluginOp:
     shape: Callable  # (*args, **kwargs) with tensors -> an output shape, or a list of them
     dtype: Optional[Callable]  # same arguments -> the output dtype(s); default: the first tensor input's
     signature: inspect.Signature
-    # set on first conversion: parameter names of the tensor inputs and the attributes with their types
+    # parameter names of the tensor inputs and the attributes with their types: from the annotations, else
+    # from the first converted call
     tensors: Optional[tuple] = None
     attrs: Optional[dict] = None
     num_outputs: int = 1
@@ -58,46 +59,59 @@ class PluginOp:
             attrs[k] = v
         return tensors, attrs
 
-    def output_specs(self, inputs: Sequence[torch.Tensor], attrs: dict) -> list:
-        """[(shape, torch dtype)] of every output for tensor ``inputs`` (any device, meta included)."""
-        args = dict(zip(self.tensors, inputs), **attrs)
-        shapes = self.shape(**args)
-        single = isinstance(shapes, torch.Size) or (isinstance(shapes, (tuple, list)) and all(
-            isinstance(d, int) for d in shapes))
-        shapes = [shapes] if single else list(shapes)
-        dtypes = self.dtype(**args) if self.dtype is not None else inputs[0].dtype
-        dtypes = list(dtypes) if isinstance(dtypes, (tuple, list)) else [dtypes] * len(shapes)
-        return [(tuple(int(d) for d in s), dt) for s, dt in zip(shapes, dtypes)]
+    def output_shapes(self, inputs: Sequence[torch.Tensor], attrs: dict) -> list:
+        """The shape of every output for tensor ``inputs`` (meta tensors will do), as tuples."""
+        shapes = self.shape(**dict(zip(self.tensors, inputs)), **attrs)
+        single = isinstance(shapes, torch.Size) or all(isinstance(d, int) for d in shapes)
+        return [tuple(int(d) for d in s) for s in ([shapes] if single else shapes)]
 
-    def trt_definition(self, tensors: tuple, attrs: dict) -> Any:
+    def output_dtypes(self, inputs: Sequence[torch.Tensor], attrs: dict) -> list:
+        """The torch dtype of every output (default: the first tensor input's)."""
+        if self.dtype is None:
+            return [inputs[0].dtype] * self.num_outputs
+        dtypes = self.dtype(**dict(zip(self.tensors, inputs)), **attrs)
+        return list(dtypes) if isinstance(dtypes, (tuple, list)) else [dtypes]
+
+    def trt_definition(self, tensors: tuple, attr_types: dict) -> Any:
         """Register the op with ``tensorrt.plugin`` (once) and return its PluginDef.
 
-        The descriptor and implementation are written to TensorRT's documented schema:
-        ``(inp0: TensorDesc, ..., attr0: int, ...) -> TensorDesc`` and
-        ``(inp0: Tensor, ..., attr0, ..., outputs: Tuple[Tensor], stream: int) -> None``."""
-        attr_types = {k: type(v) for k, v in attrs.items()}
+        ``tensors`` names the tensor parameters, ``attr_types`` maps the attribute parameters to their
+        Python types. The descriptor and implementation follow TensorRT's documented schema:
+        ``(inp0: TensorDesc, ..., attr0: int, ...) -> Tuple[TensorDesc, ...]`` and
+        ``(inp0, ..., attr0, ..., outputs, stream) -> None``."""
         if self.descriptor is not None:
-            if (tensors, attr_types) != (self.tensors, self.attrs):
+            if (tuple(tensors), dict(attr_types)) != (self.tensors, self.attrs):
                 raise ConversionError(f"{self.name}: called with tensor inputs {tensors} and attributes {attr_types}, "
                                       f"but its TensorRT plugin was registered with {self.tensors} and {self.attrs}")
             return self.descriptor
         import tensorrt.plugin as trtp  # full TensorRT 10.6+ only
 
+        namespace, name = self.name.split("::")
+        if hasattr(getattr(trtp.op, namespace, None), name):
+            raise ValueError(f"{self.name} is already registered with tensorrt.plugin (plugin ids are per process)")
         self.tensors, self.attrs = tensors, attr_types
         op = self
 
         def describe(*descs, **attr_values):
-            shapes = [tuple(_constant_dims(d)) for d in descs]
-            fakes = [torch.empty(s, dtype=to_torch(d.dtype), device="meta") for s, d in zip(shapes, descs)]
-            return tuple(trtp.from_shape_expr(s, dtype=to_trt(dt)) for s, dt in op.output_specs(fakes, attr_values))
+            # TensorRT calls this first with fake shapes, reading only the output types
+            # (get_output_data_types), then with the real shape expressions (get_output_shapes)
+            fake = any(getattr(d, "is_fake", False) for desc in descs for d in desc.shape_expr)
+            shapes = [(1,) * len(desc.shape_expr) if fake else _constant_dims(desc) for desc in descs]
+            metas = [torch.empty(s, dtype=to_torch(d.dtype), device="meta") for s, d in zip(shapes, descs)]
+            dtypes = [to_trt(t) for t in op.output_dtypes(metas, attr_values)]
+            if fake:
+                return tuple(trtp.from_shape_expr(descs[0].shape_expr, dtype=t) for t in dtypes)
+            return tuple(trtp.from_shape_expr(s, dtype=t) for s, t in zip(op.output_shapes(metas, attr_values), dtypes))
 
-        def run(*args, outputs, stream):
-            inputs = [torch.as_tensor(t, device="cuda") for t in args[:len(op.tensors)]]
-            attr_values = dict(zip(op.attrs, args[len(op.tensors):]))
+        def run(*args, stream):
+            # TensorRT passes the inputs, the attributes and the tuple of outputs positionally
+            count = len(op.tensors)
+            inputs = [torch.as_tensor(t, device="cuda") for t in args[:count]]
+            attr_values = dict(zip(op.attrs, args[count:-1]))
             with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
                 results = op.impl(**dict(zip(op.tensors, inputs)), **attr_values)
                 results = [results] if isinstance(results, torch.Tensor) else list(results)
-                for out, res in zip(outputs, results):
+                for out, res in zip(args[-1], results):
                     torch.as_tensor(out, device="cuda").copy_(res)
 
         tensor_params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=trtp.TensorDesc)
@@ -112,7 +126,6 @@ class PluginOp:
             inspect.Parameter("stream", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
         trtp.register(self.name)(describe)
         trtp.impl(self.name)(run)
-        namespace, name = self.name.split("::")
         self.descriptor = getattr(getattr(trtp.op, namespace), name)
         return self.descriptor
 
@@ -120,13 +133,13 @@ class PluginOp:
 PLUGIN_OPS: dict[str, PluginOp] = {}
 
 
-def _constant_dims(desc: Any) -> list:
+def _constant_dims(desc: Any) -> tuple:
     dims = []
     for d in desc.shape_expr:
         if not d.is_constant:
             raise ValueError("torch2x plugins take fixed shapes; a dimension is dynamic")
         dims.append(d.constant_value())
-    return dims
+    return tuple(dims)
 
 
 def plugin_op(name: str, shape: Callable, dtype: Optional[Callable] = None,
@@ -152,14 +165,35 @@ def plugin_op(name: str, shape: Callable, dtype: Optional[Callable] = None,
 
     def register(fn: Callable) -> Callable:
         signature = inspect.signature(getattr(fn, "_init_fn", fn))  # a torch.library CustomOpDef wraps _init_fn
-        PLUGIN_OPS[name] = PluginOp(name, fn, shape, dtype, signature, num_outputs=num_outputs)
+        op = PLUGIN_OPS[name] = PluginOp(name, fn, shape, dtype, signature, num_outputs=num_outputs)
         CONVERTERS[name] = Converter(name, _convert, signature, False)
+        annotated = _annotated_split(signature)
+        if annotated is not None:
+            op.tensors, op.attrs = annotated
+            if flavour.SUPPORTS_PLUGINS:
+                # registered now, so a process that only deserializes engines finds the plugin creator too
+                op.trt_definition(*annotated)
         namespace, short = name.split("::")
         if hasattr(fn, "_init_fn") or _torch_op_exists(namespace, short):
             register_target(getattr(torch.ops, namespace), short, name)
         return traceable(name)(fn)
 
     return register
+
+
+def _annotated_split(signature: inspect.Signature) -> Optional[tuple]:
+    """(tensor parameter names, {attribute name: type}) from the annotations, or None when one is missing."""
+    names = {"Tensor": torch.Tensor, "torch.Tensor": torch.Tensor, **{t.__name__: t for t in _ATTR_TYPES}}
+    tensors, attrs = [], {}
+    for p in signature.parameters.values():
+        kind = names.get(p.annotation, p.annotation) if isinstance(p.annotation, str) else p.annotation
+        if kind is torch.Tensor:
+            tensors.append(p.name)
+        elif kind in _ATTR_TYPES:
+            attrs[p.name] = kind
+        else:
+            return None
+    return tuple(tensors), attrs
 
 
 def _torch_op_exists(namespace: str, name: str) -> bool:
@@ -176,7 +210,7 @@ def _convert(ctx, call):
         raise ConversionError(f"{op.name} needs plugin support, which {flavour.NAME} lacks: rewrite it with "
                               "torch ops, or run it in PyTorch between two converted parts of the model")
     tensors, attrs = op.split(call.bound())
-    definition = op.trt_definition(tensors, attrs)
+    definition = op.trt_definition(tensors, {k: type(v) for k, v in attrs.items()})
     bound = call.bound()
     inputs = [ctx.trt(bound[n], ctx.dtype_for(bound[n].dtype)) for n in tensors]
     layer = ctx.network.add_plugin(definition(*inputs, **attrs))

@@ -88,12 +88,17 @@ def test_plugin_description_from_shape_rule():
     op = PLUGIN_OPS["t2xtest::split_rows"]
     tensors, attrs = op.split({"x": torch.empty(5, 3), "rows": 2})
     assert (tensors, attrs) == (("x",), {"rows": 2})
-    op_tensors, op.tensors = op.tensors, tensors
-    try:
-        specs = op.output_specs([torch.empty(5, 3, device="meta")], attrs)
-    finally:
-        op.tensors = op_tensors
-    assert specs == [((2, 3), torch.float32), ((3, 3), torch.int32)]
+    from torch2x.plugins.custom import _annotated_split
+
+    assert _annotated_split(op.signature) == (("x",), {"rows": int})
+    assert _annotated_split(PLUGIN_OPS["t2xtest::clamp_sum"].signature) == (("a", "b"), {"limit": float})
+    meta = [torch.empty(5, 3, device="meta")]
+    assert op.output_shapes(meta, attrs) == [(2, 3), (3, 3)]
+    assert op.output_dtypes(meta, attrs) == [torch.float32, torch.int32]
+    scaled = PLUGIN_OPS["t2xtest::scaled_tanh"]
+    assert scaled.output_shapes([torch.empty(2, 7, device="meta")], {"scale": 1.0}) == [(2, 7)]
+    assert scaled.output_dtypes([torch.empty(2, 7, dtype=torch.float16, device="meta")], {"scale": 1.0}) == [
+        torch.float16]
     with pytest.raises(torch2x.ConversionError, match="neither a tensor nor"):
         op.split({"x": torch.empty(1), "rows": [1, 2]})
 
@@ -102,7 +107,8 @@ def test_plugin_registration_builds_description():
     if not flavour.SUPPORTS_PLUGINS:  # no tensorrt.plugin here: the conversion names the op instead
         _rtx_entry(torch2x.report(lambda x: scaled_tanh(x, 2.0), [torch.randn(4)]), "t2xtest::scaled_tanh")
         return
-    definition = PLUGIN_OPS["t2xtest::scaled_tanh"].trt_definition(("x",), {"scale": 2.0})
+    definition = PLUGIN_OPS["t2xtest::scaled_tanh"].descriptor  # registered at decoration: annotated
+    assert definition is PLUGIN_OPS["t2xtest::scaled_tanh"].trt_definition(("x",), {"scale": float})
     assert definition is not None and definition.plugin_id == "t2xtest::scaled_tanh"
 
 
