@@ -147,11 +147,13 @@ def _split_packed(ctx, x, weight, bias, dtype, heads, batch_first, batched):
 
 
 def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_weights, average, batch_first,
-         out_shape, dtype):
+         out_shape, dtype, extra_kv=None):
     """The multi-head attention core shared by the functional and the fused paths.
 
     ``proj`` is ("packed", weight, bias) or ("separate", (wq, wk, wv), (bq, bk, bv)); ``masks`` are
-    attention-core masks already shaped to broadcast against (1, N, H, L, S).
+    attention-core masks already shaped to broadcast against (1, N, H, L, S). ``extra_kv`` holds
+    (key, value) torch tensors of shape (n, E) appended to every batch's projected keys and values
+    (add_bias_kv, add_zero_attn); the masks are padded to let them be attended.
     """
     batched = len(query.shape) == 3
     E = query.shape[-1]
@@ -167,6 +169,10 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
         q, k, v = (_heads(ctx, _linear(ctx, ctx.trt(x, dtype), w, b, dtype), batch_first, batched, heads)
                    for x, w, b in zip((query, key, value), weights, biases))
     head_dim = E // heads
+    if extra_kv is not None:
+        n_extra = extra_kv[0].shape[0]
+        k, v = (_append_keys(ctx, t, rows, heads, dtype) for t, rows in zip((k, v), extra_kv))
+        masks = [(_append_keys(ctx, m, None, heads, m.dtype, n_extra), kind) for m, kind in masks]
     out, probs = attention(ctx, q, k, v, masks, 1.0 / math.sqrt(head_dim), dtype, probs_out=True)
     out = _merge_heads(ctx, out, out_shape[:-1] + (E,), batch_first, batched)
     out = _linear(ctx, out, out_weight, out_bias, dtype)
@@ -180,6 +186,20 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
     return [out, ctx.reshape(probs, lead + (L, S))]
 
 
+def _append_keys(ctx, t, rows, heads, dtype, n=None):
+    """(..., S, d) network tensor with ``rows`` ((n, E) split into heads; None: n zero columns of a mask)
+    appended along S."""
+    shape = tuple(t.shape)
+    if rows is None:
+        extra = torch.zeros(shape[:-1] + (n,))
+    else:
+        n = rows.shape[0]
+        extra = rows.detach().reshape(n, heads, -1).permute(1, 0, 2).expand(shape[:2] + (heads, n, shape[-1]))
+    layer = ctx.network.add_concatenation([t, ctx.constant(extra.contiguous(), dtype)])
+    layer.axis = len(shape) - (2 if rows is not None else 1)
+    return layer.get_output(0)
+
+
 def _mask_kind(mask, bool_means_drop=True):
     return (DROP if bool_means_drop else KEEP) if mask.dtype == torch.bool else ADD
 
@@ -189,8 +209,6 @@ def multi_head_attention_forward(ctx, call):
     a = call.bound()
     if a["training"] and a["dropout_p"] > 0:
         raise ConversionError("multi_head_attention_forward with training=True and dropout: call the module in eval")
-    if a["bias_k"] is not None or a["bias_v"] is not None or a["add_zero_attn"]:
-        raise ConversionError("multi_head_attention_forward with add_bias_kv or add_zero_attn is not supported")
     if a["static_k"] is not None or a["static_v"] is not None:
         raise ConversionError("multi_head_attention_forward with static_k/static_v is not supported")
     query, key, value = a["query"], a["key"], a["value"]
@@ -216,8 +234,14 @@ def multi_head_attention_forward(ctx, call):
                 b.chunk(3) if b is not None else (None, None, None))
     else:
         proj = ("packed", a["in_proj_weight"], a["in_proj_bias"])
+    extra = []
+    if a["bias_k"] is not None:
+        extra.append((a["bias_k"].reshape(1, -1), a["bias_v"].reshape(1, -1)))
+    if a["add_zero_attn"]:
+        extra.append((torch.zeros(1, query.shape[-1]),) * 2)
+    extra_kv = [torch.cat(t) for t in zip(*extra)] if extra else None
     return _mha(ctx, query, key, value, heads, proj, a["out_proj_weight"], a["out_proj_bias"], masks,
-                a["need_weights"], a["average_attn_weights"], False, tuple(call.output[0].shape), dtype)
+                a["need_weights"], a["average_attn_weights"], False, tuple(call.output[0].shape), dtype, extra_kv)
 
 
 def _native_mask(ctx, mask, mask_type, N, heads, L, S):

@@ -151,10 +151,16 @@ def test_mha_fp16():
     check_module(lambda x: m(x, x, x), _seq(True, L), rtol=1e-2, fp16=True)
 
 
-def test_mha_bias_kv_is_reported():
-    m = _mha(False, add_bias_kv=True)
-    with pytest.raises(UnsupportedOperatorError, match="add_bias_kv"):
-        torch2x.build_network(lambda x: m(x, x, x), [_seq(False, L)])
+@pytest.mark.parametrize("bias_kv,zero_attn", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_mha_bias_kv_zero_attn(bias_kv, zero_attn, masked):
+    m = _mha(False, add_bias_kv=bias_kv, add_zero_attn=zero_attn)
+    with torch.no_grad():
+        if bias_kv:
+            m.bias_k.normal_()
+            m.bias_v.normal_()
+    kw = dict(key_padding_mask=_kpm(torch.float32), attn_mask=_attn_mask("float")) if masked else {}
+    check_module(lambda x: m(x, x, x, average_attn_weights=False, **kw), _seq(False, L))
 
 
 @pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
