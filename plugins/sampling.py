@@ -28,7 +28,8 @@ def _grid_sample_layer(ctx, x, grid, mode: str, padding_mode: str, align_corners
     return layer.get_output(0)
 
 
-@converter("torch.nn.functional.grid_sample")
+# float32 under fp16 as in torch.autocast: half-precision grid coordinates are off by ~W/4000 pixels
+@converter("torch.nn.functional.grid_sample", fp32=True)
 def grid_sample(ctx, call):
     mode, padding_mode = call.arg("mode"), call.arg("padding_mode")
     if mode not in _MODES:

@@ -113,7 +113,7 @@ def test_plugin_registration_builds_description():
 
 
 def test_interpreter_runs_plugin_layer_with_pytorch():
-    """The rule for plugin layers, on a stand-in layer carrying the metadata (TensorRT-RTX cannot make plugin layers)."""
+    """The plugin layer rule, on a stand-in layer carrying the metadata (TensorRT-RTX has no plugin layers)."""
     import json
 
     from torch2x.flavour import trt

@@ -11,16 +11,17 @@ def _offsets(n, groups, kh, kw, ho, wo, spread):
     return torch.randn(n, 2 * groups * kh * kw, ho, wo) * spread
 
 
-@pytest.mark.parametrize("kernel,stride,padding,dilation,wgroups,ogroups,bias,masked", [
-    (3, 1, 1, 1, 1, 1, True, False),
-    (3, 1, 1, 1, 1, 1, False, True),
-    (3, 2, 1, 1, 2, 1, True, True),
-    (3, 1, 2, 2, 1, 2, True, True),
-    (1, 1, 0, 1, 1, 1, True, True),
-    (1, 2, 0, 1, 2, 4, False, False),
-    ((3, 1), (2, 1), (1, 0), (1, 2), 4, 2, True, True),
+@pytest.mark.parametrize("kernel,stride,padding,dilation,wgroups,ogroups,bias,masked,spread", [
+    (3, 1, 1, 1, 1, 1, True, False, 3.0),
+    (3, 1, 1, 1, 1, 1, False, True, 3.0),
+    (3, 2, 1, 1, 2, 1, True, True, 3.0),
+    (3, 1, 2, 2, 1, 2, True, True, 3.0),
+    (3, 1, 1, 1, 1, 1, True, True, 12.0),  # most taps land outside the image
+    (1, 1, 0, 1, 1, 1, True, True, 3.0),
+    (1, 2, 0, 1, 2, 4, False, False, 0.4),
+    ((3, 1), (2, 1), (1, 0), (1, 2), 4, 2, True, True, 3.0),
 ])
-def test_deform_conv2d(kernel, stride, padding, dilation, wgroups, ogroups, bias, masked):
+def test_deform_conv2d(kernel, stride, padding, dilation, wgroups, ogroups, bias, masked, spread):
     torch.manual_seed(0)
     n, c, h, w, c_out = 2, 8, 7, 9, 4
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
@@ -28,7 +29,7 @@ def test_deform_conv2d(kernel, stride, padding, dilation, wgroups, ogroups, bias
     weight = torch.randn(c_out, c // wgroups, kh, kw)
     b = torch.randn(c_out) if bias else None
     ho, wo = F.conv2d(x, weight, b, stride, padding, dilation, wgroups).shape[-2:]
-    offset = _offsets(n, ogroups, kh, kw, ho, wo, spread=3.0)
+    offset = _offsets(n, ogroups, kh, kw, ho, wo, spread)
     mask = torch.rand(n, ogroups * kh * kw, ho, wo) if masked else None
 
     def fn(x, offset, *mask):
@@ -80,3 +81,9 @@ def test_grid_sample_5d():
     torch.manual_seed(0)
     x, grid = torch.randn(1, 2, 3, 4, 5), torch.rand(1, 2, 3, 4, 3) * 2.4 - 1.2
     check_module(lambda x, g: F.grid_sample(x, g, align_corners=False), x, grid)
+
+
+def test_grid_sample_fp16():
+    torch.manual_seed(0)
+    x, grid = torch.randn(1, 3, 40, 50), torch.rand(1, 7, 9, 2) * 2 - 1
+    check_module(lambda x, g: F.grid_sample(x, g, align_corners=True), x, grid, rtol=1e-2, fp16=True)
