@@ -336,3 +336,49 @@ def cumprod(ctx, call):
     sign = ctx.elementwise(1.0, ctx.elementwise(odd, 2.0, Op.PROD), Op.SUB, x.dtype)
     out = ctx.elementwise(magnitude, sign, Op.PROD)
     return out if dtype in FLOATS else ctx.unary(out, Un.ROUND)
+
+
+# --------------------------------------------------------------------------- top-k and sorting
+
+_MAX_TOPK = 3840  # TensorRT's top-k limit on k
+
+
+def _top(ctx, x, k: int, axis: int, largest: bool):
+    """(values, int32 indices) of the ``k`` largest/smallest along ``axis``, in order (ties: any order)."""
+    if k > _MAX_TOPK:
+        raise ConversionError(f"top-k/sort of {k} elements: TensorRT's top-k takes k <= {_MAX_TOPK}")
+    if x.dtype == DT.BOOL:
+        x = ctx.cast(x, DT.INT32)  # top-k takes numbers only
+    shape = tuple(x.shape)
+    if len(shape) < 2:  # top-k needs rank >= 2
+        x, axis = ctx.reshape(x, (1,) * (2 - len(shape)) + shape), axis + 2 - len(shape)
+    layer = ctx.network.add_topk(x, trt.TopKOperation.MAX if largest else trt.TopKOperation.MIN, int(k), 1 << axis)
+    return layer.get_output(0), layer.get_output(1)
+
+
+@converter(*aliases("topk", inplace=False), signature="input, k, dim=-1, largest=True, sorted=True, *, out=None")
+def topk(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    axis = ctx.axis(call.arg("dim"), len(x.shape))
+    values, indices = _top(ctx, x, int(call.arg("k")), axis, bool(call.arg("largest")))
+    shape = call.output[0].shape
+    return ctx.reshape(values, shape), ctx.reshape(indices, shape)
+
+
+def _sort(indices_only):
+    def convert(ctx, call):
+        x = ctx.trt(call.arg("input"))
+        dim = call.arg("dim")
+        axis = ctx.axis(-1 if dim is None else dim, len(x.shape))
+        n = tuple(x.shape)[axis] if x.shape else 1
+        values, indices = _top(ctx, x, n, axis, bool(call.arg("descending")))
+        shape = tuple(x.shape)
+        return ctx.reshape(indices, shape) if indices_only else (ctx.reshape(values, shape), ctx.reshape(indices, shape))
+
+    return convert
+
+
+# stable=True asks for the original order among ties, which top-k does not promise.
+converter(*aliases("sort", inplace=False), signature="input, dim=-1, descending=False, stable=False, *, out=None")(
+    _sort(False))
+converter(*aliases("argsort", inplace=False), signature="input, dim=-1, descending=False, stable=False")(_sort(True))

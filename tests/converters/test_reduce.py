@@ -172,3 +172,12 @@ def test_cumprod_int():
 ], ids=["mean_se", "sum", "softmax", "var", "norm", "log_softmax", "amax", "cumsum"])
 def test_fp16(fn):
     check_module(fn, torch.randn(2, 8, 6, 6), rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: torch.topk(x, 2), lambda x: x.topk(2, dim=0, largest=False), lambda x: torch.topk(x, 1, 1),
+    lambda x: torch.sort(x), lambda x: x.sort(dim=0, descending=True), lambda x: torch.argsort(x, 1),
+    lambda x: x.argsort(descending=True), lambda x: x[0, 0].topk(2), lambda x: x[0, 0].sort(),
+], ids=["topk", "topk_smallest", "topk_1", "sort", "sort_desc", "argsort", "argsort_desc", "topk_1d", "sort_1d"])
+def test_topk_sort(fn):
+    check_module(fn, torch.randn(X))
