@@ -21,11 +21,12 @@ F32 = trt.DataType.FLOAT
 KEEP, DROP, ADD = "keep", "drop", "add"  # bool mask True = attend / True = masked out / float added
 
 
-def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False):
+def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False, safe=False):
     """softmax(q @ k^T * scale + masks) @ v on network tensors of equal rank (batch dims broadcast).
 
     ``masks`` holds (network tensor, KEEP | DROP | ADD) pairs broadcastable to the scores.
-    Returns the output, and the attention probabilities too when ``probs_out``.
+    ``safe``: a query whose keys are all masked gets probabilities 0 (SDPA's), not NaN (multi-head
+    attention's). Returns the output, and the attention probabilities too when ``probs_out``.
     """
     if scale != 1.0:
         factor = ctx.constant(torch.full((1,) * len(q.shape), float(scale)), dtype)
@@ -44,6 +45,13 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False):
     softmax = ctx.network.add_softmax(scores)
     softmax.axes = 1 << (len(scores.shape) - 1)
     probs = softmax.get_output(0)
+    if safe and masks:
+        rank = len(scores.shape)
+        top = ctx.network.add_reduce(scores, trt.ReduceOperation.MAX, 1 << (rank - 1), True).get_output(0)
+        none = ctx.network.add_elementwise(top, ctx.constant(torch.full((1,) * rank, float("-inf")), F32),
+                                           Op.EQUAL).get_output(0)
+        zero = ctx.constant(torch.zeros((1,) * rank), F32)
+        probs = ctx.network.add_select(none, zero, probs).get_output(0)
     out = matmul(ctx, ctx.cast(probs, dtype), v, dtype)
     return (out, probs) if probs_out else out
 
@@ -95,11 +103,11 @@ def scaled_dot_product_attention(ctx, call):
         k = ctx.reshape(k, tuple(key.shape[:-3]) + (hk, 1) + tuple(key.shape[-2:]))
         v = ctx.reshape(v, tuple(value.shape[:-3]) + (hk, 1) + tuple(value.shape[-2:]))
         masks = [(_head_grouped(ctx, m, hk, g), kind) for m, kind in masks]
-        out = attention(ctx, q, k, v, masks, scale, dtype)
+        out = attention(ctx, q, k, v, masks, scale, dtype, safe=True)
         return ctx.reshape(out, call.output.shape)
     rank = max(len(t.shape) for t in (q, k, v))
     q, k, v = ctx.broadcast(q, k, v) if rank > 2 else (q, k, v)
-    return attention(ctx, q, k, v, masks, scale, dtype)
+    return attention(ctx, q, k, v, masks, scale, dtype, safe=True)
 
 
 def _head_grouped(ctx, mask, hk, g):
@@ -147,7 +155,7 @@ def _split_packed(ctx, x, weight, bias, dtype, heads, batch_first, batched):
 
 
 def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_weights, average, batch_first,
-         out_shape, dtype, extra_kv=None):
+         out_shape, dtype, extra_kv=None, safe=False):
     """The multi-head attention core shared by the functional and the fused paths.
 
     ``proj`` is ("packed", weight, bias) or ("separate", (wq, wk, wv), (bq, bk, bv)); ``masks`` are
@@ -173,7 +181,7 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
         n_extra = extra_kv[0].shape[0]
         k, v = (_append_keys(ctx, t, rows, heads, dtype) for t, rows in zip((k, v), extra_kv))
         masks = [(_append_keys(ctx, m, None, heads, m.dtype, n_extra), kind) for m, kind in masks]
-    out, probs = attention(ctx, q, k, v, masks, 1.0 / math.sqrt(head_dim), dtype, probs_out=True)
+    out, probs = attention(ctx, q, k, v, masks, 1.0 / math.sqrt(head_dim), dtype, probs_out=True, safe=safe)
     out = _merge_heads(ctx, out, out_shape[:-1] + (E,), batch_first, batched)
     out = _linear(ctx, out, out_weight, out_bias, dtype)
     if not need_weights:
@@ -241,7 +249,8 @@ def multi_head_attention_forward(ctx, call):
         extra.append((torch.zeros(1, query.shape[-1]),) * 2)
     extra_kv = [torch.cat(t) for t in zip(*extra)] if extra else None
     return _mha(ctx, query, key, value, heads, proj, a["out_proj_weight"], a["out_proj_bias"], masks,
-                a["need_weights"], a["average_attn_weights"], False, tuple(call.output[0].shape), dtype, extra_kv)
+                a["need_weights"], a["average_attn_weights"], False, tuple(call.output[0].shape), dtype, extra_kv,
+                safe=not a["need_weights"])  # torch computes that case with SDPA, whose softmax is safe
 
 
 def _native_mask(ctx, mask, mask_type, N, heads, L, S):

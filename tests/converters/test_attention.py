@@ -31,6 +31,16 @@ def test_sdpa_mask(mask_shape, dtype):
     check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), *_qkv())
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_sdpa_fully_masked_query(dtype):
+    # torch's SDPA gives 0 (not NaN) for a query that may attend to no key
+    keep = torch.rand(L, S) > 0.3
+    keep[:, 0] = True
+    keep[1] = False
+    mask = keep if dtype == torch.bool else torch.zeros(L, S).masked_fill(~keep, float("-inf"))
+    check_module(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m), *_qkv(), mask)
+
+
 @pytest.mark.parametrize("shapes", [(L, L), (L, S), (S, L)])
 def test_sdpa_causal(shapes):
     lq, ls = shapes
@@ -137,6 +147,15 @@ def test_mha_masks_traced(batch_first, need_weights, kpm_dtype, attn):
     m = _mha(batch_first)
     check_module(lambda x, k, a: m(x, x, x, key_padding_mask=k, attn_mask=a, need_weights=need_weights),
                  _seq(batch_first, L), _kpm(kpm_dtype), _attn_mask(attn))
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_mha_fully_padded_sequence(need_weights):
+    # NaN with need_weights (explicit softmax), 0 without (torch calls SDPA): both as torch gives them
+    m = _mha(False)
+    kpm = torch.zeros(B, L, dtype=torch.bool)
+    kpm[0] = True
+    check_module(lambda x: m(x, x, x, key_padding_mask=kpm, need_weights=need_weights)[0], _seq(False, L))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
