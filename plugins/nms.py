@@ -111,7 +111,8 @@ def convert_batched_nms_padded(ctx, call):
     return _convert_padded(ctx, call, ctx.elementwise(boxes, shift, trt.ElementWiseOperation.SUM))
 
 
-@converter("torchvision.ops.nms", "torchvision.ops.batched_nms")
+@converter("torchvision.ops.nms", "torchvision.ops.batched_nms", "torch.ops.torchvision.nms",
+           signature="boxes, scores, *args")
 def nms(ctx, call):
     padded = "batched_nms_padded" if call.name.endswith("batched_nms") else "nms_padded"
     raise ConversionError(_DATA_DEPENDENT.format(op=call.name, padded=padded))
@@ -121,3 +122,4 @@ def nms(ctx, call):
 for _module in ("torchvision.ops.boxes", "torchvision.ops"):
     register_target(_module, "nms", "torchvision.ops.nms")
     register_target(_module, "batched_nms", "torchvision.ops.batched_nms")
+register_target(torch.ops.torchvision, "nms", "torch.ops.torchvision.nms")

@@ -114,6 +114,16 @@ def roi_align(ctx, call):
                       bool(call.arg("aligned")))
 
 
+# The op torchvision's Python function calls: reached when the function itself was not intercepted
+# (``from torchvision.ops import roi_align`` done before the conversion binds the unpatched function).
+@converter("torch.ops.torchvision.roi_align", fp32=True,
+           signature="input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned")
+def roi_align_op(ctx, call):
+    return _roi_align(ctx, call.arg("input"), _rois(ctx, call.arg("rois")),
+                      (int(call.arg("pooled_height")), int(call.arg("pooled_width"))), float(call.arg("spatial_scale")),
+                      int(call.arg("sampling_ratio")), bool(call.arg("aligned")))
+
+
 def _roi_align(ctx, x_t, rois, output_size, scale: float, ratio: int, aligned: bool):
     """roi_align of feature map ``x_t`` (a torch tensor) over ``rois`` (what ``_rois`` returns): [K, C, ph, pw]."""
     n, c, h, w = x_t.shape
@@ -179,4 +189,5 @@ def multiscale_roi_align(ctx, call):
 register_target("torchvision.ops.roi_align", "roi_align", "torchvision.ops.roi_align")
 register_target("torchvision.ops.poolers", "roi_align", "torchvision.ops.roi_align")
 register_target("torchvision.ops", "roi_align", "torchvision.ops.roi_align")
+register_target(torch.ops.torchvision, "roi_align", "torch.ops.torchvision.roi_align")
 register_target("torchvision.ops.poolers", "_multiscale_roi_align", "torchvision.ops.poolers._multiscale_roi_align")

@@ -57,14 +57,31 @@ def _tap_grid(size_in, size_out, kernel, stride, pad, dilation) -> np.ndarray:
 
 @converter("torchvision.ops.deform_conv2d", fp32=True)
 def deform_conv2d(ctx, call):
-    x_t, off_t, w_t = call.arg("input"), call.arg("offset"), call.arg("weight")
+    return _deform_conv2d(ctx, call.arg("input"), call.arg("offset"), call.arg("weight"), call.arg("bias"),
+                          call.arg("mask"), _pair(call.arg("stride")), _pair(call.arg("padding")),
+                          _pair(call.arg("dilation")), call.output.shape[-2:])
+
+
+# The op torchvision's Python function calls: reached when the function itself was not intercepted
+# (``from torchvision.ops import deform_conv2d`` done before the conversion binds the unpatched function).
+@converter("torch.ops.torchvision.deform_conv2d", fp32=True,
+           signature="input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, "
+                     "n_weight_grps, n_offset_grps, use_mask")
+def deform_conv2d_op(ctx, call):
+    mask = call.arg("mask") if call.arg("use_mask") else None
+    return _deform_conv2d(ctx, call.arg("input"), call.arg("offset"), call.arg("weight"), call.arg("bias"), mask,
+                          (call.arg("stride_h"), call.arg("stride_w")), (call.arg("pad_h"), call.arg("pad_w")),
+                          (call.arg("dil_h"), call.arg("dil_w")), call.output.shape[-2:])
+
+
+def _deform_conv2d(ctx, x_t, off_t, w_t, bias_t, mask_t, stride, padding, dilation, out_hw):
     n, c, h, w = x_t.shape
     c_out, c_per_wg, kh, kw = w_t.shape
-    ho, wo = call.output.shape[-2:]
+    ho, wo = out_hw
     k, p = kh * kw, ho * wo
     groups = off_t.shape[1] // (2 * k)  # offset groups
     wgroups = c // c_per_wg  # weight groups
-    (sh, sw), (ph, pw), (dh, dw) = _pair(call.arg("stride")), _pair(call.arg("padding")), _pair(call.arg("dilation"))
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     f32 = trt.DataType.FLOAT
     # Offsets are laid out [N, G, kh*kw, (dy, dx), Ho, Wo]; sample positions are
     # (oy*sh - ph + i*dh + dy, ox*sw - pw + j*dw + dx), scaled to grid units (2/size per pixel).
@@ -84,16 +101,16 @@ def deform_conv2d(ctx, call):
     # torchvision's bilinear_interpolate: a corner outside the image reads 0.
     x = ctx.reshape(ctx.trt(x_t, f32), (n * groups, c // groups, h, w))
     cols = _grid_sample_layer(ctx, x, grid, "bilinear", "zeros", False)  # [N*G, C/G, K*Ho, Wo]
-    if call.has("mask"):
+    if mask_t is not None:
         cols = ctx.reshape(cols, (n, groups, c // groups, k, p))
-        mask = ctx.reshape(ctx.trt(call.arg("mask"), f32), (n, groups, 1, k, p))
+        mask = ctx.reshape(ctx.trt(mask_t, f32), (n, groups, 1, k, p))
         cols = ctx.elementwise(cols, mask, trt.ElementWiseOperation.PROD)
     cols = ctx.reshape(cols, (n, wgroups, c_per_wg * k, p))
     weights = ctx.reshape(ctx.trt(w_t, f32), (1, wgroups, c_out // wgroups, c_per_wg * k))
     out = ctx.network.add_matrix_multiply(weights, trt.MatrixOperation.NONE, cols, trt.MatrixOperation.NONE)
     out = ctx.reshape(out.get_output(0), (n, c_out, ho, wo))
-    if call.has("bias"):
-        out = ctx.elementwise(out, ctx.reshape(ctx.trt(call.arg("bias"), f32), (1, c_out, 1, 1)),
+    if bias_t is not None:
+        out = ctx.elementwise(out, ctx.reshape(ctx.trt(bias_t, f32), (1, c_out, 1, 1)),
                               trt.ElementWiseOperation.SUM)
     return out
 
@@ -102,3 +119,4 @@ def deform_conv2d(ctx, call):
 # torchvision.ops.deform_conv, user code usually in torchvision.ops.
 register_target("torchvision.ops.deform_conv", "deform_conv2d", "torchvision.ops.deform_conv2d")
 register_target("torchvision.ops", "deform_conv2d", "torchvision.ops.deform_conv2d")
+register_target(torch.ops.torchvision, "deform_conv2d", "torch.ops.torchvision.deform_conv2d")

@@ -82,3 +82,11 @@ def test_engine_build_on_rtx():
     net = check_module(lambda b, s: torch2x.plugins.nms_padded(b, s, 0.5, 4), boxes, scores)
     with pytest.raises(torch2x.EngineBuildError, match="no runners"):
         net.build_engine()
+
+
+def test_bound_nms_is_reported():
+    from torchvision.ops import nms as bound
+
+    boxes, scores = _boxes(10)
+    report = torch2x.report(lambda b, s: bound(b, s, 0.5), [boxes, scores])
+    assert "nms_padded" in report.unsupported["torch.ops.torchvision.nms"].reason

@@ -77,3 +77,12 @@ def test_multiscale_roi_align(levels):
 
     fn(*feats, b0, b1)  # torchvision infers the scales on the first call
     check_module(fn, *feats, b0, b1)
+
+
+def test_roi_align_bound_before_conversion():
+    """``from torchvision.ops import roi_align`` binds the unpatched function: its torch.ops call converts."""
+    from torchvision.ops import roi_align as bound
+
+    torch.manual_seed(0)
+    x, boxes = torch.randn(2, 3, 9, 11), _boxes(5, 2, 9, 11)
+    check_module(lambda x, b: bound(x, b, (2, 3), 1.0, 2, True), x, boxes)

@@ -87,3 +87,15 @@ def test_grid_sample_fp16():
     torch.manual_seed(0)
     x, grid = torch.randn(1, 3, 40, 50), torch.rand(1, 7, 9, 2) * 2 - 1
     check_module(lambda x, g: F.grid_sample(x, g, align_corners=True), x, grid, rtol=1e-2, fp16=True)
+
+
+def test_deform_conv2d_bound_before_conversion():
+    """``from torchvision.ops import deform_conv2d`` binds the unpatched function: its torch.ops call converts."""
+    from torchvision.ops import deform_conv2d as bound
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(1, 4, 6, 6), torch.randn(3, 4, 3, 3)
+    offset, mask = torch.randn(1, 18, 6, 6), torch.rand(1, 9, 6, 6)
+    net = check_module(lambda x, o, m: bound(x, o, weight, None, padding=1, mask=m), x, offset, mask)
+    names = {net.network.get_layer(i).name.split(".")[0] for i in range(net.network.num_layers)}
+    assert "deform_conv2d" in names, names
