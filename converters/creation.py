@@ -1,4 +1,5 @@
-"""Tensors made from a traced tensor's shape and dtype: ``*_like``, ``Tensor.new_*``, ``fill_``/``zero_``, ``copy_``.
+"""Tensors made from a traced tensor's shape and dtype (``*_like``, ``Tensor.new_*``, ``fill_``/``zero_``) or
+values (``copy_``, ``torch.tensor``/``as_tensor``/``new_tensor`` of traced data).
 
 Calls that create a tensor from Python values alone (``torch.zeros(3)``, ``torch.arange(n)``)
 touch no traced tensor, so they never reach a converter: their result becomes a constant
@@ -16,6 +17,8 @@ from torch2x.registry import converter
 
 def full(ctx, shape, value, dtype) -> "trt.ITensor":  # noqa: F821
     """A tensor of ``shape`` holding ``value`` (a Python scalar or a one-element tensor) everywhere.
+
+    Example: ``full(ctx, (2, 3), 1.5, torch.float32)`` is ``torch.full((2, 3), 1.5)``.
 
     A rank-0 constant broadcast by a stride-0 slice: no weights of the full size. Every fill
     of this family goes through here, so shapes read from the network (dynamic shapes) only
@@ -51,12 +54,34 @@ def fill_(ctx, call):
     return full(ctx, call.output.shape, value, call.output.dtype)
 
 
-@converter("torch.Tensor.new_tensor", signature=_LIKE_SIG)
+def _from_data(ctx, call, data):
+    """``data`` as a network tensor of the call's output: a traced tensor is copied (and cast);
+    data without traced values is the real output, a constant."""
+    out = call.output
+    dtype = ctx.dtype_for(out.dtype)
+    if ctx.is_traced(data):
+        return ctx.trt(data, dtype)
+    if isinstance(data, (list, tuple)) and any(ctx.is_traced(v) for v in _leaves(data)):
+        raise ConversionError(f"{call.op} of a list holding traced tensors: build it with torch.stack")
+    return ctx.constant(out, dtype)
+
+
+def _leaves(data):
+    if isinstance(data, (list, tuple)):
+        for item in data:
+            yield from _leaves(item)
+    else:
+        yield data
+
+
+@converter("torch.Tensor.new_tensor", signature="input, data, *args, **kwargs")
 def new_tensor(ctx, call):
-    data = call.args[1] if len(call.args) > 1 else call.kwargs.get("data")
-    if ctx.is_traced(data):  # a copy of traced values
-        return ctx.trt(data, call.output.dtype)
-    return ctx.constant(call.output, ctx.dtype_for(call.output.dtype))
+    return _from_data(ctx, call, call.arg("data"))
+
+
+@converter("torch.tensor", "torch.as_tensor", "torch.asarray", signature="data, *args, **kwargs")
+def tensor(ctx, call):
+    return _from_data(ctx, call, call.arg("data"))
 
 
 @converter("torch.Tensor.copy_", signature="input, src, non_blocking=False")

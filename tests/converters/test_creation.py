@@ -40,6 +40,14 @@ def test_copy_(fn):
     check_module(fn, torch.randn(2, 3, 4), torch.randn(2, 3, 4) * 4)
 
 
+@pytest.mark.parametrize("fn", [
+    lambda x: torch.as_tensor(x, dtype=torch.int64), lambda x: torch.asarray(x[0]) + 1,
+    lambda x: torch.as_tensor([1.0, 2.0]) + x[0, :2], lambda x: x.new_tensor([[1, 2]]) * x[:, :2],
+], ids=["as_tensor_cast", "asarray", "constant_data", "new_tensor_constant"])
+def test_tensor_from_data(fn):
+    check_module(fn, torch.randn(2, 4))
+
+
 def test_fp16():
     check_module(lambda x: torch.ones_like(x) * x + torch.full_like(x, 0.25), torch.randn(3, 4), rtol=1e-2, fp16=True)
 
