@@ -43,9 +43,13 @@ def _items(ctx, index, rank: int) -> list:
     """``index`` as a list of ints, slices, None and tensors, with the Ellipsis expanded."""
     items = list(index) if isinstance(index, tuple) else [index]
     for k, item in enumerate(items):
+        if isinstance(item, torch.Tensor) and item.dim() == 0 and item.dtype == torch.bool and not ctx.is_traced(item):
+            item = bool(item)
         if isinstance(item, bool):
-            raise ConversionError("indexing with a Python bool is not supported")
-        if isinstance(item, list):
+            if not item:
+                raise ConversionError("x[False] is empty: TensorRT has no zero-size tensors")
+            items[k] = None  # x[True] adds an axis, like None
+        elif isinstance(item, list):
             items[k] = torch.tensor(item)
         elif isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
             items[k] = item.bool()
@@ -124,10 +128,24 @@ def _transpose_reshape(ctx, x, order, dims):
     return layer.get_output(0)
 
 
+def _select_traced_scalars(ctx, x, items: list):
+    """PyTorch takes a 0-dim integer index tensor as an integer: gather it away before the rest."""
+    axes, axis = [], 0
+    for k, item in enumerate(items):
+        if isinstance(item, torch.Tensor) and item.dim() == 0 and item.dtype != torch.bool:
+            axes.append((k, axis))
+        axis += 0 if item is None else item.dim() if isinstance(item, torch.Tensor) and item.dtype == torch.bool else 1
+    for k, axis in reversed(axes):
+        index = _wrap_index(ctx, items.pop(k), int(x.shape[axis]))
+        x = ctx.network.add_gather(x, index, axis).get_output(0)
+    return x
+
+
 def _getitem(ctx, source, index, out_shape):
     x = ctx.trt(source)
-    shape = _shape(source)
-    items = _items(ctx, index, len(shape))
+    items = _items(ctx, index, len(x.shape))
+    x = _select_traced_scalars(ctx, x, items)
+    shape = tuple(x.shape)
     (start, size, stride), layout, advanced = _plan(ctx, items, shape)
     y = ctx.slice(x, start, size, stride)
     if not advanced:
@@ -151,7 +169,9 @@ def _getitem(ctx, source, index, out_shape):
     order += [a for a in range(len(shape)) if a not in order]  # the integer-indexed axes, size 1 now
     y = _transpose_reshape(ctx, y, order, dims)
     gathered = ctx.network.add_gather(y, _flat_index(ctx, advanced, size), q).get_output(0)
-    return ctx.reshape(gathered, out_shape)
+    if tuple(gathered.shape) != tuple(out_shape):
+        raise ConversionError(f"converter bug: indexing laid out {tuple(gathered.shape)}, PyTorch gives {out_shape}")
+    return gathered
 
 
 @converter("torch.Tensor.__getitem__", signature="input, index")
@@ -168,11 +188,13 @@ def _setitem(ctx, target, index, value):
     scalar_like = not isinstance(value, torch.Tensor) or value.numel() == 1
     keys = index if isinstance(index, tuple) else (index,)
     traced = [k for k in keys if isinstance(k, torch.Tensor) and ctx.is_traced(k)]
+    if traced and traced[0].dtype != torch.bool:
+        return _scatter_along(ctx, x, shape, _items(ctx, index, len(shape)), value, dtype)
     if traced:
         mask = keys[0]
-        if not (len(keys) == 1 and mask.dtype == torch.bool and scalar_like):
-            raise ConversionError("writing through indices computed in the network is supported only as "
-                                  "x[mask] = scalar (mask a boolean tensor)")
+        if not (len(keys) == 1 and scalar_like):
+            raise ConversionError("writing through a mask computed in the network is supported only as "
+                                  "x[mask] = scalar")
         cond = ctx.reshape(ctx.trt(mask), _shape(mask) + (1,) * (len(shape) - mask.dim()))
         v = ctx.reshape(ctx.trt(value, dtype), ())
         cond, v, x = ctx.broadcast(cond, v, x)
@@ -194,9 +216,45 @@ def _setitem(ctx, target, index, value):
     return ctx.reshape(layer.get_output(0), shape)
 
 
+def _write_through(ctx, view, updated):
+    """Also write a view's new values into its traced base (``y[0][1] = v`` changes ``y``)."""
+    base = view._base
+    if base is None or not ctx.is_traced(base):
+        return updated
+    if not (base.is_contiguous() and base.storage_offset() == 0):
+        raise ConversionError("writing into a view of a non-contiguous tensor; clone the tensor first")
+    positions = torch.arange(base.numel()).as_strided(view.shape, view.stride(), view.storage_offset())
+    flat = ctx.reshape(ctx.trt(base), (base.numel(),))
+    layer = ctx.network.add_scatter(flat, ctx.constant(positions.reshape(-1), trt.DataType.INT64),
+                                    ctx.reshape(updated, (view.numel(),)), trt.ScatterMode.ELEMENT)
+    layer.axis = 0
+    ctx.bind(base, ctx.reshape(layer.get_output(0), _shape(base)))
+    return updated
+
+
+def _scatter_along(ctx, x, shape, items, value, dtype):
+    """``x[:, idx] = value`` with ``idx`` a 1-D index tensor computed in the network: an element scatter."""
+    tensors = [(a, it) for a, it in enumerate(items) if isinstance(it, torch.Tensor)]
+    full = all(it == slice(None) for it in items if not isinstance(it, torch.Tensor))
+    if len(tensors) != 1 or tensors[0][1].dim() != 1 or not full or len(items) != len(shape):
+        raise ConversionError("writing through indices computed in the network is supported as x[mask] = scalar "
+                              "and x[:, idx] = value (one 1-D index tensor, full slices elsewhere)")
+    axis, idx = tensors[0]
+    updates_shape = list(shape)
+    updates_shape[axis] = idx.numel()
+    view = [1] * len(shape)
+    view[axis] = idx.numel()
+    index = ctx.expand(ctx.reshape(_wrap_index(ctx, idx, shape[axis]), view), updates_shape)
+    updates = ctx.expand(ctx.trt(value, dtype), updates_shape)
+    layer = ctx.network.add_scatter(x, index, updates, trt.ScatterMode.ELEMENT)
+    layer.axis = axis
+    return layer.get_output(0)
+
+
 @converter("torch.Tensor.__setitem__", signature="input, index, value")
 def setitem(ctx, call):
-    return _setitem(ctx, call.arg("input"), call.arg("index"), call.arg("value"))
+    target = call.arg("input")
+    return _write_through(ctx, target, _setitem(ctx, target, call.arg("index"), call.arg("value")))
 
 
 @converter("torch.Tensor.index_put_", "torch.Tensor.index_put", "torch.index_put", "torch.index_put_",
@@ -205,8 +263,8 @@ def index_put(ctx, call):
     if call.arg("accumulate"):
         raise ConversionError("index_put with accumulate=True (TensorRT's scatter has no reduction)")
     target = call.arg("input")
-    return _setitem(ctx, target, tuple(slice(None) if i is None else i for i in call.arg("indices")),
-                    call.arg("values"))
+    index = tuple(slice(None) if i is None else i for i in call.arg("indices"))
+    return _write_through(ctx, target, _setitem(ctx, target, index, call.arg("values")))
 
 
 # ----------------------------------------------------------------------------- gathers

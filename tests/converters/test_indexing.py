@@ -73,6 +73,12 @@ def test_getitem_with_traced_index():
     check_module(lambda x, i, j: x[i, :, j], torch.randn(4, 2, 5), torch.tensor([3, -1]), torch.tensor([[4], [0]]))
 
 
+def test_getitem_traced_scalar_index_is_a_select():
+    # PyTorch takes a 0-dim index tensor as an integer: x[i, :, [1, 2]] is x[i][:, [1, 2]], not advanced-first.
+    check_module(lambda x, i: x[i, :, [1, 2]], torch.randn(3, 4, 5), torch.tensor(-1))
+    check_module(lambda x: x[torch.tensor(True), 1:], torch.randn(3, 4))
+
+
 def test_traced_mask_is_reported():
     assert_reported(r"data-depend", lambda x: x[x > 0], torch.randn(3, 4))
 
@@ -103,6 +109,20 @@ def test_setitem_traced_mask():
     def fn(x):
         y = x.clone()
         y[y > 0] = 0.5
+        return y
+    check_module(fn, torch.randn(3, 4))
+
+
+def test_setitem_traced_index():
+    check_module(lambda x, i, v: x.__setitem__((slice(None), i), v) or x, torch.randn(4, 3), torch.tensor([0, -1]),
+                 torch.randn(4, 1))
+    check_module(lambda x, i: x.__setitem__(i, 2.0) or x, torch.randn(4, 2, 3), torch.tensor([2, 0]))
+
+
+def test_setitem_through_view_updates_base():
+    def fn(x):
+        y = x.clone()
+        y[1][2:] = 5.0
         return y
     check_module(fn, torch.randn(3, 4))
 
