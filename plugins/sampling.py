@@ -42,6 +42,29 @@ def grid_sample(ctx, call):
     return _grid_sample_layer(ctx, x, grid, mode, padding_mode, bool(call.arg("align_corners")))
 
 
+def _linspace(steps: int, align_corners: bool) -> np.ndarray:
+    """torch's normalized pixel centers (align_corners=False) or corners (True) along one axis."""
+    if steps == 1 and align_corners:
+        return np.zeros(1)
+    return (2.0 * np.arange(steps) + 1.0) / steps - 1.0 if not align_corners else np.linspace(-1.0, 1.0, steps)
+
+
+@converter("torch.nn.functional.affine_grid", fp32=True)
+def affine_grid(ctx, call):
+    size, align = tuple(call.arg("size")), bool(call.arg("align_corners"))
+    n, spatial = size[0], size[2:]
+    if len(spatial) not in (2, 3):
+        raise ConversionError(f"affine_grid of size {size}: torch takes 4-D or 5-D sizes")
+    # homogeneous base grid (x, y[, z], 1) with x along the last axis, as torch builds it
+    axes = [_linspace(s, align) for s in reversed(spatial)]  # x, y[, z]
+    mesh = np.meshgrid(*axes[::-1], indexing="ij")[::-1]  # arrays over (D,) H, W
+    base = np.stack([*mesh, np.ones(spatial)], -1).reshape(1, -1, len(spatial) + 1).astype(np.float32)
+    theta = ctx.trt(call.arg("theta"), trt.DataType.FLOAT)
+    out = ctx.network.add_matrix_multiply(ctx.constant(base, trt.DataType.FLOAT), trt.MatrixOperation.NONE,
+                                          theta, trt.MatrixOperation.TRANSPOSE).get_output(0)
+    return ctx.reshape(out, (n, *spatial, len(spatial)))
+
+
 def _pair(v) -> tuple:
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(e) for e in v)
 

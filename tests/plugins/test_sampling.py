@@ -99,3 +99,30 @@ def test_deform_conv2d_bound_before_conversion():
     net = check_module(lambda x, o, m: bound(x, o, weight, None, padding=1, mask=m), x, offset, mask)
     names = {net.network.get_layer(i).name.split(".")[0] for i in range(net.network.num_layers)}
     assert "deform_conv2d" in names, names
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0, affine_grid")  # unit-size grids, kept on purpose
+@pytest.mark.parametrize("size", [(2, 3, 5, 7), (1, 2, 1, 4), (2, 1, 3, 4, 5)])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid(size, align_corners):
+    torch.manual_seed(0)
+    theta = torch.randn(size[0], len(size) - 2, len(size) - 1)
+    check_module(lambda t: F.affine_grid(t, size, align_corners), theta)
+
+
+class STN(torch.nn.Module):
+    """A spatial transformer: localization net -> affine grid -> grid sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                                       torch.nn.Linear(4 * 5 * 5, 6))
+
+    def forward(self, x):
+        theta = self.loc(x).view(-1, 2, 3)
+        return F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), align_corners=False)
+
+
+def test_spatial_transformer():
+    torch.manual_seed(0)
+    check_module(STN(), torch.randn(2, 3, 11, 11))
