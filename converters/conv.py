@@ -86,6 +86,8 @@ def _convolution(n: int, transposed: bool):
             kernel = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
             dilation = (1,) * len(dilation)
         xs = ctx.spatial_layout(x, n)
+        if _host_weights(ctx, call, x, n, transposed, extend):
+            return _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post, groups)
         if transposed:
             maps = weight.shape[1] * groups
             layer = ctx.network.add_deconvolution_nd(xs, maps, kernel, trt.Weights(), trt.Weights())
@@ -113,6 +115,41 @@ def _convolution(n: int, transposed: bool):
         return ctx.reshape(y, call.output.shape)
 
     return convert
+
+
+def _host_weights(ctx, call, x, n: int, transposed: bool, extend: tuple) -> bool:
+    """Whether the kernel and bias can live in the layer itself: parameters (not computed in the
+    forward pass) of a 2-d/3-d convolution in a type numpy holds. Such a layer is one layer instead
+    of three and a following batch norm folds into it."""
+    return (not transposed and n > 1 and not any(extend) and x.dtype in (trt.DataType.FLOAT, trt.DataType.HALF)
+            and not ctx.is_traced(call.arg("weight")) and not ctx.is_traced(call.arg("bias")))
+
+
+def _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post, groups):
+    weight, bias = call.arg("weight").detach().double(), call.arg("bias")
+    bias = bias.detach().double() if bias is not None else weight.new_zeros(weight.shape[0])
+    layer = ctx.network.add_convolution_nd(xs, weight.shape[0], kernel, ctx.weights(weight, xs.dtype),
+                                           ctx.weights(bias, xs.dtype))
+    layer.stride_nd, layer.dilation_nd, layer.num_groups = stride, dilation, groups
+    layer.pre_padding, layer.post_padding = pre, post
+    y = layer.get_output(0)
+    ctx.foldable[y.name] = FoldableConvolution(layer, weight, bias)
+    return ctx.reshape(y, call.output.shape)
+
+
+class FoldableConvolution:
+    """A convolution whose float64 weights a following per-channel affine op (batch norm) may fold in."""
+
+    def __init__(self, layer, weight, bias):
+        self.layer, self.weight, self.bias = layer, weight, bias
+
+    def fold(self, ctx, scale, shift) -> None:
+        """Make the layer compute ``conv(x) * scale + shift`` per output channel."""
+        dtype = self.layer.get_output(0).dtype
+        self.weight = self.weight * scale.reshape((-1,) + (1,) * (self.weight.dim() - 1))
+        self.bias = self.bias * scale + shift
+        self.layer.kernel = ctx.weights(self.weight, dtype)
+        self.layer.bias = ctx.weights(self.bias, dtype)
 
 
 for _n in (1, 2, 3):

@@ -47,7 +47,19 @@ def _normalization(ctx, x, axes: int, scale, bias, eps: float, groups: int = 1):
     return layer.get_output(0)
 
 
-def _running_stats(ctx, x, mean, var, weight, bias, eps: float):
+def _fold_into_producer(ctx, tensor, x, scale, shift):
+    """Fold the affine batch norm into the convolution producing ``x`` when nothing else has read the
+    convolution's output (TensorRT would fuse them anyway; folding here saves layers and a rounding
+    in reduced precision). The convolution's own output is retired: a later read is reported."""
+    producer = ctx.foldable.pop(x.name, None)
+    if producer is None or ctx.uses.get(id(tensor)) != 1:
+        return None
+    producer.fold(ctx, scale, shift)
+    ctx.retire(tensor, "reads a convolution output after its batch norm was folded into it")
+    return x
+
+
+def _running_stats(ctx, x, mean, var, weight, bias, eps: float, call_input=None):
     """Normalization by stored statistics, folded into one multiply-add per channel."""
     if any(ctx.is_traced(t) for t in (mean, var, weight, bias)):
         raise ConversionError("running statistics or affine parameters computed in the forward pass")
@@ -59,6 +71,9 @@ def _running_stats(ctx, x, mean, var, weight, bias, eps: float):
     shift = -mean.detach().double() * scale
     if bias is not None:
         shift = shift + bias.detach().double()
+    folded = _fold_into_producer(ctx, call_input, x, scale, shift)
+    if folded is not None:
+        return folded
     shape = (1, -1) + (1,) * (rank - 2)
     y = ctx.elementwise(x, ctx.constant(scale.reshape(shape), x.dtype), Op.PROD)
     return ctx.elementwise(y, ctx.constant(shift.reshape(shape), x.dtype), Op.SUM)
@@ -89,7 +104,7 @@ def batch_norm(ctx, call):
         # Batch statistics (train mode, or track_running_stats=False): over every axis but the channels.
         rank = len(x.shape)
         return _batch_statistics(ctx, x, ctx.axes_mask([0] + list(range(2, rank)), rank), weight, bias, eps)
-    return _running_stats(ctx, x, mean, var, weight, bias, eps)
+    return _running_stats(ctx, x, mean, var, weight, bias, eps, call.arg("input"))
 
 
 @converter("torch.instance_norm", fp32=True,

@@ -62,6 +62,9 @@ class ConversionContext:
         self._layer_names: dict[str, int] = {}
         self._keepalive: list = []
         self.weight_names: dict[int, str] = {}  # id(parameter or buffer) -> its name in the module
+        self.uses: dict[int, int] = {}  # id(traced torch tensor) -> how many converted calls read it so far
+        self.foldable: dict[str, Any] = {}  # network tensor name -> a layer whose weights a consumer may fold
+        self.retired: dict[int, tuple] = {}  # id(torch tensor) -> (tensor, why its network tensor is gone)
         self._call_name = "op"
         self._call_layers = 0
 
@@ -167,6 +170,18 @@ class ConversionContext:
         layer = self.network.add_constant(tuple(array.shape), array)
         out = layer.get_output(0)
         return self.cast(out, dtype) if store != torch_dtype else out
+
+    def weights(self, value: Union[torch.Tensor, np.ndarray], dtype: "trt.DataType") -> "trt.Weights":
+        """Host weights (a layer's kernel or bias) in network type ``dtype``, kept alive until the build."""
+        t = torch.as_tensor(value).detach().to("cpu", to_torch(dtype))
+        array = np.ascontiguousarray(t.numpy())
+        self._keepalive.append(array)
+        return trt.Weights(array)
+
+    def retire(self, tensor: torch.Tensor, why: str) -> None:
+        """``tensor``'s network value was rewritten (a convolution folded with its batch norm): a later
+        read of it is reported with ``why`` instead of silently reading the new value."""
+        self.retired[id(tensor)] = (tensor, why)
 
     def scalar(self, value: Union[bool, int, float], dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
         """A rank-0 constant; its type is ``dtype`` or follows Python's (float -> policy float, int -> int64)."""

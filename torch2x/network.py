@@ -166,7 +166,7 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
         raise UnsupportedOperatorError(report)
     _mark_outputs(ctx, tracer, out_tensors, out_names, report)
     report.num_layers = network.num_layers
-    module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts in tracer.module_outputs]
+    module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts, _ in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
                             max_workspace_size, "fp16" if fp16 else "bf16" if bf16 else "fp32",
                             module_outputs, time.perf_counter() - started)

@@ -226,8 +226,9 @@ class Tracer:
         self.poisoned: dict[int, torch.Tensor] = {}  # outputs of unconvertible calls, and what derives from them
         self._stale_bases: dict[int, tuple] = {}  # base tensor id -> (base, ids of views written in place)
         self._path_stack: list[str] = []
+        self._retired_seen = 0
         self._hooks: list = []
-        self.module_outputs: list = []  # (module path, [network tensor or None]) in call order, for checks
+        self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
 
     # --- module paths ---------------------------------------------------------------
     @property
@@ -247,7 +248,8 @@ class Tracer:
                     if self._path_stack and self._path_stack[-1] == _path:
                         self._path_stack.pop()
                     # network tensors as they are now: a later in-place op rebinds the torch tensor
-                    self.module_outputs.append((_path, [self.ctx.lookup(t) for t in tensor_leaves(output)]))
+                    ts = tensor_leaves(output)
+                    self.module_outputs.append((_path, [self.ctx.lookup(t) for t in ts], [id(t) for t in ts]))
 
             self._hooks.append(sub.register_forward_pre_hook(pre))
             self._hooks.append(sub.register_forward_hook(post))
@@ -323,11 +325,18 @@ class Tracer:
                                         "clone before the in-place op", self._example(args, kwargs))
             self._poison(outputs)
             return out
+        retired = [ctx.retired[id(t)][1] for t in traced if ctx.retired.get(id(t), (None,))[0] is t]
+        if retired:
+            self.report.add_unsupported(qualname, path, retired[0], self._example(args, kwargs))
+            self._poison(outputs)
+            return out
         conv = lookup(qualname)
         if conv is None:
             self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
             self._poison(outputs)
             return out
+        for t in traced:
+            ctx.uses[id(t)] = ctx.uses.get(id(t), 0) + 1
         call = Call(qualname, conv.signature or signature_of(original), args, kwargs, out, path)
         self.busy = True
         ctx.begin_call(path, call.op)
@@ -358,6 +367,11 @@ class Tracer:
             ctx.fp32_region = False
         for t, it in bindings:
             ctx.bind(t, it)
+        if len(ctx.retired) != self._retired_seen:  # module outputs whose value was folded away: not comparable
+            self._retired_seen = len(ctx.retired)
+            gone = {id(t) for t, _ in ctx.retired.values()}
+            self.module_outputs = [(p, [None if i in gone else n for i, n in zip(ids, names)], ids)
+                                   for p, names, ids in self.module_outputs]
         if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
             base = args[0]._base
             entry = self._stale_bases.setdefault(id(base), (base, set()))
