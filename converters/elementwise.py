@@ -24,7 +24,10 @@ _BOOL_OP = {Op.SUM: Op.OR, Op.PROD: Op.AND, Op.MAX: Op.OR, Op.MIN: Op.AND}
 
 
 def aliases(*shorts: str, inplace: bool = True) -> list:
-    """``torch.X``, ``torch.Tensor.X`` (and their in-place ``X_``) for each short name that torch has."""
+    """``torch.X``, ``torch.Tensor.X`` (and their in-place ``X_``) for each short name that torch has.
+
+    Example: ``aliases("abs")`` is ``["torch.abs", "torch.abs_", "torch.Tensor.abs", "torch.Tensor.abs_"]``.
+    """
     out = []
     for short in shorts:
         for owner, prefix in ((torch, "torch"), (torch.Tensor, "torch.Tensor")):
@@ -45,20 +48,29 @@ def out_type(ctx, call) -> "trt.DataType":
 
 
 def binary(ctx, a, b, op, dtype) -> "trt.ITensor":
-    """``a op b`` computed in ``dtype`` (bool arithmetic becomes logic, as in PyTorch)."""
+    """``a op b`` computed in ``dtype`` (bool arithmetic becomes logic, as in PyTorch).
+
+    Example: ``binary(ctx, x, 2, Op.PROD, out_type(ctx, call))`` is ``x * 2``.
+    """
     if dtype == DT.BOOL:
         op = _BOOL_OP.get(op, op)
     return ctx.elementwise(a, b, op, dtype)
 
 
 def select(ctx, condition, a, b, dtype) -> "trt.ITensor":
-    """``torch.where(condition, a, b)`` with ``a``/``b`` (tensors or scalars) in ``dtype``, broadcast."""
+    """``torch.where(condition, a, b)`` with ``a``/``b`` (tensors or scalars) in ``dtype``, broadcast.
+
+    Example: ``select(ctx, mask, 0.0, x, x.dtype)`` is ``x.masked_fill(mask, 0.0)``.
+    """
     cond, ta, tb = ctx.broadcast(ctx.trt(condition, DT.BOOL), ctx.trt(a, dtype), ctx.trt(b, dtype))
     return ctx.network.add_select(cond, ta, tb).get_output(0)
 
 
 def trunc(ctx, x) -> "trt.ITensor":
-    """Round toward zero; TensorRT has no unary trunc (integers are returned unchanged)."""
+    """Round toward zero; TensorRT has no unary trunc (integers are returned unchanged).
+
+    Example: ``trunc(ctx, x)`` is ``torch.trunc(x)``.
+    """
     x = ctx.trt(x)
     if x.dtype not in FLOATS:
         return x
@@ -92,7 +104,10 @@ converter("torch.Tensor.__rmul__", signature="input, other")(_arith(Op.PROD, ref
 
 
 def divide(ctx, a, b, rounding_mode, dtype) -> "trt.ITensor":
-    """``torch.div(a, b, rounding_mode=...)`` in ``dtype`` (the result type: float for true division)."""
+    """``torch.div(a, b, rounding_mode=...)`` in ``dtype`` (the result type: float for true division).
+
+    Example: ``divide(ctx, x, y, "floor", DT.INT64)`` is ``x // y`` for int64 tensors.
+    """
     if rounding_mode == "floor":
         return ctx.elementwise(a, b, Op.FLOOR_DIV, dtype)
     quotient = ctx.elementwise(a, b, Op.DIV, dtype)
@@ -139,7 +154,10 @@ converter(*aliases("fmod"), signature="input, other, *, out=None")(_modulo(False
 
 
 def power(ctx, base, exponent, dtype) -> "trt.ITensor":
-    """``base ** exponent`` in ``dtype``; small constant exponents become exact products, sqrt or reciprocal."""
+    """``base ** exponent`` in ``dtype``; small constant exponents become exact products, sqrt or reciprocal.
+
+    Example: ``power(ctx, x, 2, DT.FLOAT)`` is ``x * x``; ``power(ctx, 2.0, x, DT.FLOAT)`` is ``2 ** x``.
+    """
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and not isinstance(base, (int, float)):
         x = ctx.trt(base, dtype)
         if exponent == 1:
@@ -194,7 +212,10 @@ converter(*aliases("addcdiv"), signature="input, tensor1, tensor2, *, value=1, o
 # --------------------------------------------------------------------------- comparisons and logic
 
 def compare(ctx, a, b, name) -> "trt.ITensor":
-    """``a <name> b`` (eq, ne, lt, le, gt, ge) as bool, computed in PyTorch's promoted operand type."""
+    """``a <name> b`` (eq, ne, lt, le, gt, ge) as bool, computed in PyTorch's promoted operand type.
+
+    Example: ``compare(ctx, x, 0.5, "le")`` is ``x <= 0.5``.
+    """
     dtype = ctx.dtype_for(torch.result_type(a, b))
     if dtype == DT.BOOL and name not in ("eq", "ne"):
         dtype = DT.INT32  # TensorRT orders numbers, not bools

@@ -33,7 +33,10 @@ def _axes(dim, rank: int) -> list:
 
 
 def reduce(ctx, x, op, dim, keepdim: bool) -> "trt.ITensor":
-    """``x`` reduced with ``op`` over torch ``dim`` (None: every axis)."""
+    """``x`` reduced with ``op`` over torch ``dim`` (None: every axis).
+
+    Example: ``reduce(ctx, x, Red.AVG, (2, 3), True)`` is ``x.mean((2, 3), keepdim=True)``.
+    """
     x = ctx.trt(x)
     rank = len(x.shape)
     if rank == 0:
@@ -204,7 +207,10 @@ converter(*aliases("std_mean", inplace=False), signature=_VAR_SIG, fp32=True)(_m
 
 
 def vector_norm(ctx, x, ord, dim, keepdim: bool) -> "trt.ITensor":
-    """``torch.linalg.vector_norm(x, ord, dim, keepdim)`` for a float network tensor ``x``."""
+    """``torch.linalg.vector_norm(x, ord, dim, keepdim)`` for a float network tensor ``x``.
+
+    Example: ``vector_norm(ctx, x, 2, 1, False)`` is ``x.norm(dim=1)``.
+    """
     ord = float(ord)
     if ord == 2:
         return ctx.unary(reduce(ctx, ctx.elementwise(x, x, Op.PROD), Red.SUM, dim, keepdim), Un.SQRT)
