@@ -81,7 +81,8 @@ def linear(ctx, call):
     return add_bias(ctx, y, call.arg("bias"), dtype)
 
 
-@converter("torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__", signature="input, other, *, out=None")
+@converter("torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__", "torch.linalg.matmul",
+           signature="input, other, *, out=None")
 @converter("torch.mm", "torch.Tensor.mm", "torch.bmm", "torch.Tensor.bmm", signature="input, mat2, *, out=None")
 @converter("torch.mv", "torch.Tensor.mv", signature="input, vec, *, out=None")
 @converter("torch.dot", "torch.Tensor.dot", "torch.vdot", "torch.Tensor.vdot", signature="input, tensor, *, out=None")
@@ -95,15 +96,16 @@ def rmatmul(ctx, call):
     return matmul(ctx, call.arg("other"), call.arg("input"), _float_type(ctx, call))
 
 
-@converter("torch.addmm", "torch.Tensor.addmm", "torch.baddbmm", "torch.Tensor.baddbmm",
+@converter("torch.addmm", "torch.Tensor.addmm", "torch.Tensor.addmm_", "torch.baddbmm", "torch.Tensor.baddbmm",
+           "torch.Tensor.baddbmm_", signature="input, mat1, mat2, *, beta=1, alpha=1, out=None")
+@converter("torch.addmv", "torch.Tensor.addmv", "torch.Tensor.addmv_",
            signature="input, mat1, mat2, *, beta=1, alpha=1, out=None")
-@converter("torch.addmv", "torch.Tensor.addmv", signature="input, mat1, mat2, *, beta=1, alpha=1, out=None")
 def addmm(ctx, call):
     dtype = _float_type(ctx, call)
     return _add_scaled(ctx, call, matmul(ctx, call.arg("mat1"), call.arg("mat2"), dtype), dtype)
 
 
-@converter("torch.addbmm", "torch.Tensor.addbmm", signature="input, batch1, batch2, *, beta=1, alpha=1, out=None")
+@converter("torch.addbmm", "torch.Tensor.addbmm", "torch.Tensor.addbmm_", signature="input, batch1, batch2, *, beta=1, alpha=1, out=None")
 def addbmm(ctx, call):
     # The sum over the batch of b1[i] @ b2[i] is one matrix product over (batch, k) pairs.
     dtype = _float_type(ctx, call)
@@ -125,10 +127,21 @@ def outer(ctx, call):
     return _outer(ctx, call.arg("input"), call.arg("vec2"), dtype)
 
 
-@converter("torch.addr", "torch.Tensor.addr", signature="input, vec1, vec2, *, beta=1, alpha=1, out=None")
+@converter("torch.addr", "torch.Tensor.addr", "torch.Tensor.addr_", signature="input, vec1, vec2, *, beta=1, alpha=1, out=None")
 def addr(ctx, call):
     dtype = _float_type(ctx, call)
     return _add_scaled(ctx, call, _outer(ctx, call.arg("vec1"), call.arg("vec2"), dtype), dtype)
+
+
+@converter("torch.linalg.multi_dot", signature="tensors, *, out=None")
+@converter("torch.chain_matmul", signature="*matrices, out=None")
+def multi_dot(ctx, call):
+    values = call.arg("tensors") if "tensors" in call.bound() else call.arg("matrices")
+    dtype = _float_type(ctx, call)
+    out = values[0]
+    for value in values[1:]:
+        out = matmul(ctx, out, value, dtype)
+    return out
 
 
 # ----------------------------------------------------------------------------- einsum
@@ -206,6 +219,25 @@ def tensordot(ctx, call):
     out = [c for c in la if c not in contracted] + [c for c in lb if c not in contracted]
     eq = f"{''.join(la)},{''.join(lb)}->{''.join(out)}"
     return einsum_layer(ctx, eq, [a, b], _float_type(ctx, call))
+
+
+@converter("torch.inner", "torch.Tensor.inner", signature="input, other, *, out=None")
+def inner(ctx, call):
+    a, b = call.arg("input"), call.arg("other")
+    if a.dim() == 0 or b.dim() == 0:
+        return ctx.elementwise(a, b, Op.PROD, ctx.dtype_for(call.output.dtype))
+    la, lb = string.ascii_lowercase[:a.dim() - 1], string.ascii_lowercase[a.dim() - 1:a.dim() + b.dim() - 2]
+    return einsum_layer(ctx, f"{la}z,{lb}z->{la}{lb}", [a, b], _float_type(ctx, call))
+
+
+@converter("torch.linalg.vecdot", signature="x, y, *, dim=-1, out=None")
+def vecdot(ctx, call):
+    x, y = call.arg("x"), call.arg("y")
+    dtype = _float_type(ctx, call)
+    product = ctx.elementwise(x, y, Op.PROD, dtype)
+    rank = len(product.shape)
+    axis = ctx.axis(call.arg("dim"), rank)
+    return ctx.network.add_reduce(product, trt.ReduceOperation.SUM, 1 << axis, False).get_output(0)
 
 
 @converter("torch.nn.functional.bilinear", "torch.bilinear", signature="input1, input2, weight, bias=None")

@@ -96,3 +96,29 @@ def test_tensordot(dims, b):
 @pytest.mark.parametrize("shape", [(4, 3), (2, 4, 3)])
 def test_bilinear(shape):
     check_module(torch.nn.Bilinear(3, 5, 2), torch.randn(shape), torch.randn(shape[:-1] + (5,)))
+
+
+def test_inplace_add_family():
+    check_module(lambda i, a, b: (i * 1.0).addmm_(a, b, beta=0.5), torch.randn(3, 5), torch.randn(3, 4),
+                 torch.randn(4, 5))
+
+
+@pytest.mark.filterwarnings("ignore:.*chain_matmul is deprecated")
+def test_multi_dot():
+    check_module(lambda a, b, c: (torch.linalg.multi_dot([a, b, c]), torch.linalg.matmul(a, b),
+                                  torch.chain_matmul(b, c)),
+                 torch.randn(3), torch.randn(3, 4), torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("a,b", [((4,), (4,)), ((2, 4), (3, 4)), ((2, 3, 4), (5, 4)), ((), (3,))])
+def test_inner(a, b):
+    check_module(lambda x, y: torch.inner(x, y), torch.randn(a), torch.randn(b))
+
+
+def test_vecdot():
+    check_module(lambda x, y: (torch.linalg.vecdot(x, y), torch.linalg.vecdot(x, y, dim=1)), torch.randn(2, 3, 4),
+                 torch.randn(3, 4))
+
+
+def test_einsum_broadcast_size_one():
+    check_module(lambda a, b: torch.einsum("bij,bjk->bik", a, b), torch.randn(1, 2, 3), torch.randn(4, 3, 5))
