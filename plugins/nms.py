@@ -64,17 +64,20 @@ def nms_layer(ctx, boxes, scores, iou_threshold: float, max_output: int):
     """TensorRT's NMS over ``[B, 4]`` corner boxes and ``[B]`` scores (one batch item, one class).
 
     Returns the layer's ``[-1, 3]`` int32 selected (batch, class, box) rows, in decreasing score
-    order, and the int32 count. No score threshold: torchvision keeps every score (the layer's
-    threshold is the lowest float32, so only -inf and NaN scores are dropped)."""
+    order, and the int32 count. torchvision has no score threshold: the layer keeps scores above
+    -inf, and -inf scores are raised to the lowest float32 so they are kept too."""
     b = boxes.shape[0]
     if b > TOPK_LIMIT:
         raise ConversionError(f"TensorRT's NMS layer considers at most {TOPK_LIMIT} boxes, got {b}")
+    if b == 0:
+        raise ConversionError("no boxes: TensorRT's NMS layer takes at least one")
+    scores = ctx.elementwise(scores, float(np.finfo(np.float32).min), trt.ElementWiseOperation.MAX)
     layer = ctx.network.add_nms(ctx.reshape(boxes, (1, b, 4)), ctx.reshape(scores, (1, b, 1)),
                                 ctx.scalar(int(max_output), I32))
     layer.bounding_box_format = trt.BoundingBoxFormat.CORNER_PAIRS
     layer.topk_box_limit = min(b, TOPK_LIMIT)
     layer.set_input(3, ctx.scalar(float(iou_threshold), F32))
-    layer.set_input(4, ctx.scalar(float(np.finfo(np.float32).min), F32))
+    layer.set_input(4, ctx.scalar(float("-inf"), F32))
     return layer.get_output(0), layer.get_output(1)
 
 

@@ -30,9 +30,9 @@ def test_nms_padded(iou, max_output):
     check_module(lambda b, s: torch2x.plugins.nms_padded(b, s, iou, max_output), boxes, scores)
 
 
-def test_nms_padded_ties_and_negative_scores():
+def test_nms_padded_ties_and_negative_infinite_scores():
     boxes, _ = _boxes(12, seed=1)
-    scores = torch.tensor([0.5, 0.5, -0.2, 0.5, 0.9, 0.9, -0.2, 0.1, 0.5, 0.0, -3.0, 0.9])
+    scores = torch.tensor([0.5, 0.5, -0.2, 0.5, 0.9, 0.9, -0.2, 0.1, 0.5, -float("inf"), -3.0, 0.9])
     boxes[1] = boxes[0]  # equal scores and identical boxes: the lower index survives, as in torchvision
     check_module(lambda b, s: torch2x.plugins.nms_padded(b, s, 0.5, 12), boxes, scores)
 
@@ -91,3 +91,9 @@ def test_bound_nms_is_reported():
     boxes, scores = _boxes(10)
     report = torch2x.report(lambda b, s: bound(b, s, 0.5), [boxes, scores])
     assert "nms_padded" in report.unsupported["torch.ops.torchvision.nms"].reason
+
+
+def test_nms_padded_without_boxes_is_reported():
+    boxes, scores = torch.zeros(0, 4), torch.zeros(0)
+    report = torch2x.report(lambda b, s: torch2x.plugins.nms_padded(b, s, 0.5, 4), [boxes, scores])
+    assert "no boxes" in report.unsupported["torch2x.plugins.nms_padded"].reason
