@@ -1,5 +1,5 @@
-"""Sampling ops built from TensorRT's grid sample layer: ``F.grid_sample`` and torchvision's
-``deform_conv2d`` (DCNv1 / DCNv2), with no plugin.
+"""Sampling ops built from TensorRT's grid sample layer: ``F.grid_sample``, ``F.affine_grid`` and
+torchvision's ``deform_conv2d`` (DCNv1 / DCNv2), with no plugin.
 
 ``deform_conv2d`` samples the input bilinearly at every kernel tap moved by its learned
 offset (one grid sample over all taps, per offset group), multiplies by the modulation
