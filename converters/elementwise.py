@@ -12,6 +12,7 @@ import math
 import torch
 
 from torch2x.context import ConversionError
+from torch2x.dtypes import to_torch
 from torch2x.flavour import trt
 from torch2x.registry import converter
 
@@ -428,6 +429,65 @@ def _float_class(op):
 converter(*aliases("isnan", inplace=False), signature="input")(_float_class(Un.ISNAN))
 converter(*aliases("isinf", inplace=False), signature="input")(_float_class(Un.ISINF))
 converter(*aliases("isfinite", inplace=False), signature="input")(_float_class(None))
+
+
+@converter(*aliases("erfc"), "torch.special.erfc", signature=_UNARY_SIG)
+def erfc(ctx, call):
+    x = ctx.trt(call.arg("input"), out_type(ctx, call))
+    return ctx.elementwise(1.0, ctx.unary(x, Un.ERF), Op.SUB, x.dtype)
+
+
+@converter(*aliases("logit"), "torch.special.logit", signature="input, eps=None, *, out=None", fp32=True)
+def logit(ctx, call):
+    x = ctx.trt(call.arg("input"), out_type(ctx, call))
+    if call.has("eps"):
+        eps = float(call.arg("eps"))
+        x = ctx.elementwise(ctx.elementwise(x, eps, Op.MAX), 1.0 - eps, Op.MIN)
+    return ctx.unary(ctx.elementwise(x, ctx.elementwise(1.0, x, Op.SUB, x.dtype), Op.DIV), Un.LOG)
+
+
+@converter(*aliases("atan2", "arctan2"), signature="input, other, *, out=None")
+def atan2(ctx, call):
+    # atan(y / x) is right for x > 0 (and x = 0 through y / 0 = +-inf); x < 0 adds pi toward y's side.
+    dtype = out_type(ctx, call)
+    y, x = ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("other"), dtype)
+    origin = ctx.elementwise(ctx.elementwise(x, 0.0, Op.EQUAL), ctx.elementwise(y, 0.0, Op.EQUAL), Op.AND)
+    base = ctx.unary(ctx.elementwise(y, select(ctx, origin, 1.0, x, dtype), Op.DIV), Un.ATAN)
+    half_turn = select(ctx, ctx.elementwise(y, 0.0, Op.LESS), -math.pi, math.pi, dtype)
+    return ctx.elementwise(base, select(ctx, ctx.elementwise(x, 0.0, Op.LESS), half_turn, 0.0, dtype), Op.SUM)
+
+
+@converter(*aliases("hypot"), signature="input, other, *, out=None")
+def hypot(ctx, call):
+    dtype = out_type(ctx, call)
+    a, b = ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("other"), dtype)
+    squares = ctx.elementwise(ctx.elementwise(a, a, Op.PROD), ctx.elementwise(b, b, Op.PROD), Op.SUM)
+    return ctx.unary(squares, Un.SQRT)
+
+
+@converter(*aliases("xlogy"), "torch.special.xlogy", signature="input, other, *, out=None", fp32=True)
+def xlogy(ctx, call):
+    # 0 where x == 0, even where log(y) is -inf (PyTorch keeps NaN from y only).
+    dtype = out_type(ctx, call)
+    x, y = ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("other"), dtype)
+    product = ctx.elementwise(x, ctx.unary(y, Un.LOG), Op.PROD)
+    zero = ctx.elementwise(ctx.elementwise(x, 0.0, Op.EQUAL), ctx.unary(ctx.unary(y, Un.ISNAN), Un.NOT), Op.AND)
+    return select(ctx, zero, 0.0, product, dtype)
+
+
+@converter(*aliases("nan_to_num"), signature="input, nan=0.0, posinf=None, neginf=None, *, out=None")
+def nan_to_num(ctx, call):
+    dtype = out_type(ctx, call)
+    x = ctx.trt(call.arg("input"), dtype)
+    if dtype not in FLOATS:
+        return x
+    big = torch.finfo(to_torch(dtype)).max  # PyTorch's default for +-inf, finite in the network's type
+    posinf = big if call.arg("posinf") is None else call.arg("posinf")
+    neginf = -big if call.arg("neginf") is None else call.arg("neginf")
+    x = select(ctx, ctx.unary(x, Un.ISNAN), float(call.arg("nan")), x, dtype)
+    inf = ctx.unary(x, Un.ISINF)
+    negative = ctx.elementwise(inf, ctx.elementwise(x, 0.0, Op.LESS), Op.AND)
+    return select(ctx, inf, select(ctx, negative, float(neginf), float(posinf), dtype), x, dtype)
 
 
 # --------------------------------------------------------------------------- dtype conversions, copies, dropout

@@ -203,6 +203,22 @@ def test_unary_positive(fn):
     check_module(fn, torch.rand(X) * 3 + 0.01)
 
 
+@pytest.mark.parametrize("fn", [
+    lambda x, y: torch.atan2(x, y), lambda x, y: torch.arctan2(y, x), lambda x, y: torch.hypot(x, y),
+    lambda x, y: torch.xlogy(x, y.abs()), lambda x, y: torch.erfc(x), lambda x, y: torch.logit(x.sigmoid()),
+    lambda x, y: torch.logit(x.sigmoid(), eps=0.2),
+], ids=["atan2", "arctan2", "hypot", "xlogy", "erfc", "logit", "logit_eps"])
+def test_binary_math(fn):
+    x = torch.tensor([1.0, -1.0, 0.0, 0.0, -2.0, 3.0, -0.5, 0.0, 2.0])
+    y = torch.tensor([1.0, 1.0, 2.0, -2.0, -1.0, -3.0, 0.0, 0.0, 0.0])
+    check_module(fn, x, y)
+
+
+def test_nan_to_num():
+    x = torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -2.0])
+    check_module(lambda x: (torch.nan_to_num(x * 1), x.nan_to_num(1.0, 5.0, -5.0)), x, rtol=0)
+
+
 def test_round_half_to_even():
     check_module(late("round"), torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 2.4, -2.6]))
 
