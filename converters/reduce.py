@@ -388,3 +388,47 @@ def _sort(indices_only):
 converter(*aliases("sort", inplace=False), signature="input, dim=-1, descending=False, stable=False, *, out=None")(
     _sort(False))
 converter(*aliases("argsort", inplace=False), signature="input, dim=-1, descending=False, stable=False")(_sort(True))
+
+
+def _kth_smallest(ctx, x, k: int, axis: int):
+    """(values, int32 indices) of the ``k``-th smallest element along ``axis``; callers reshape them."""
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        x, axis = ctx.reshape(x, (1,) * (2 - len(shape)) + shape), axis + 2 - len(shape)
+    values, indices = _top(ctx, x, k, axis, False)
+    start = [0] * len(values.shape)
+    start[axis] = k - 1
+    size = list(values.shape)
+    size[axis] = 1
+    return ctx.slice(values, start, size), ctx.slice(indices, start, size)
+
+
+@converter(*aliases("kthvalue", inplace=False), signature="input, k, dim=-1, keepdim=False, *, out=None")
+def kthvalue(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    values, indices = _kth_smallest(ctx, x, int(call.arg("k")), ctx.axis(call.arg("dim"), len(x.shape)))
+    shape = call.output[0].shape
+    return ctx.reshape(values, shape), ctx.reshape(indices, shape)
+
+
+@converter(*aliases("median", inplace=False), signature="input, dim=None, keepdim=False, *, out=None")
+def median(ctx, call):
+    # PyTorch's median is the lower of the two middle values: the ((n + 1) // 2)-th smallest.
+    x = ctx.trt(call.arg("input"))
+    dim = call.arg("dim")
+    if dim is None:
+        n = int(np.prod(x.shape, dtype=np.int64))
+        return ctx.reshape(_kth_smallest(ctx, ctx.reshape(x, (n,)), (n + 1) // 2, 0)[0], ())
+    axis = ctx.axis(dim, len(x.shape))
+    values, indices = _kth_smallest(ctx, x, (tuple(x.shape)[axis] + 1) // 2, axis)
+    shape = call.output[0].shape
+    return ctx.reshape(values, shape), ctx.reshape(indices, shape)
+
+
+@converter(*aliases("aminmax", inplace=False), signature="input, *, dim=None, keepdim=False, out=None")
+def aminmax(ctx, call):
+    x = ctx.trt(call.arg("input"))
+    if x.dtype == DT.BOOL:
+        x = ctx.cast(x, DT.INT32)
+    dim, keepdim = call.arg("dim"), call.arg("keepdim")
+    return reduce(ctx, x, Red.MIN, dim, keepdim), reduce(ctx, x, Red.MAX, dim, keepdim)

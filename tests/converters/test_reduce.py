@@ -178,6 +178,11 @@ def test_fp16(fn):
     lambda x: torch.topk(x, 2), lambda x: x.topk(2, dim=0, largest=False), lambda x: torch.topk(x, 1, 1),
     lambda x: torch.sort(x), lambda x: x.sort(dim=0, descending=True), lambda x: torch.argsort(x, 1),
     lambda x: x.argsort(descending=True), lambda x: x[0, 0].topk(2), lambda x: x[0, 0].sort(),
-], ids=["topk", "topk_smallest", "topk_1", "sort", "sort_desc", "argsort", "argsort_desc", "topk_1d", "sort_1d"])
+    lambda x: x.kthvalue(2), lambda x: torch.kthvalue(x, 1, 0, True), lambda x: x.median(), lambda x: x.median(1),
+    lambda x: torch.median(x, -1, keepdim=True), lambda x: x[0, 0].median(0), lambda x: torch.aminmax(x),
+    lambda x: x.aminmax(dim=1, keepdim=True),
+], ids=["topk", "topk_smallest", "topk_1", "sort", "sort_desc", "argsort", "argsort_desc", "topk_1d", "sort_1d",
+        "kthvalue", "kthvalue_keep", "median_all", "median_dim", "median_keep", "median_1d", "aminmax",
+        "aminmax_dim"])
 def test_topk_sort(fn):
     check_module(fn, torch.randn(X))
