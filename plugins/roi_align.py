@@ -3,12 +3,10 @@
 Every box is cut into ``output_size`` bins, each bin is sampled on a regular grid of
 points, each point reads the feature map bilinearly (torchvision's ``bilinear_interpolate``:
 points within one pixel outside the map read the border, farther ones read 0), and the bin
-averages its points. The four corners of all points are fetched with one gather each from
-the feature map laid out as ``[N*H*W, C]`` rows, so the box's batch index is part of the row.
+averages its points. The corners of all points are fetched with one gather from the feature
+map laid out as ``[N*H*W, C]`` rows, so the box's batch index is part of the row.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
