@@ -233,10 +233,10 @@ def _write_through(ctx, view, updated):
 
 
 def _scatter_along(ctx, x, shape, items, value, dtype):
-    """``x[:, idx] = value`` with ``idx`` a 1-D index tensor computed in the network: an element scatter."""
+    """``x[:, idx] = value`` with one 0-D/1-D index tensor (constant or computed): an element scatter."""
     tensors = [(a, it) for a, it in enumerate(items) if isinstance(it, torch.Tensor)]
     full = all(it == slice(None) for it in items if not isinstance(it, torch.Tensor))
-    if len(tensors) != 1 or tensors[0][1].dim() != 1 or not full or len(items) != len(shape):
+    if len(tensors) != 1 or tensors[0][1].dim() > 1 or not full or len(items) != len(shape):
         raise ConversionError("writing through indices computed in the network is supported as x[mask] = scalar "
                               "and x[:, idx] = value (one 1-D index tensor, full slices elsewhere)")
     axis, idx = tensors[0]
@@ -244,8 +244,14 @@ def _scatter_along(ctx, x, shape, items, value, dtype):
     updates_shape[axis] = idx.numel()
     view = [1] * len(shape)
     view[axis] = idx.numel()
-    index = ctx.expand(ctx.reshape(_wrap_index(ctx, idx, shape[axis]), view), updates_shape)
-    updates = ctx.expand(ctx.trt(value, dtype), updates_shape)
+    index = _wrap_index(ctx, idx, shape[axis])
+    index = ctx.constant(index, trt.DataType.INT64) if isinstance(index, torch.Tensor) else index
+    index = ctx.expand(ctx.reshape(index, view), updates_shape)
+    if idx.dim() == 0:  # x[:, i] = v drops the axis: v broadcasts against the other axes
+        selected = updates_shape[:axis] + updates_shape[axis + 1:]
+        updates = ctx.reshape(ctx.expand(ctx.trt(value, dtype), selected), updates_shape)
+    else:
+        updates = ctx.expand(ctx.trt(value, dtype), updates_shape)
     layer = ctx.network.add_scatter(x, index, updates, trt.ScatterMode.ELEMENT)
     layer.axis = axis
     return layer.get_output(0)
@@ -267,7 +273,33 @@ def index_put(ctx, call):
     return _write_through(ctx, target, _setitem(ctx, target, index, call.arg("values")))
 
 
+@converter("torch.index_copy", "torch.Tensor.index_copy", "torch.Tensor.index_copy_",
+           signature="input, dim, index, source")
+def index_copy(ctx, call):
+    target = call.arg("input")
+    x = ctx.trt(target)
+    items = [slice(None)] * target.dim()
+    items[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
+    return _scatter_along(ctx, x, _shape(target), items, call.arg("source"), ctx.dtype_for(target.dtype))
+
+
+@converter("torch.index_fill", "torch.Tensor.index_fill", "torch.Tensor.index_fill_",
+           signature="input, dim, index, value")
+def index_fill(ctx, call):
+    target = call.arg("input")
+    index = [slice(None)] * target.dim()
+    index[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
+    return _setitem(ctx, target, tuple(index), call.arg("value"))
+
+
 # ----------------------------------------------------------------------------- gathers
+
+@converter("torch.take", "torch.Tensor.take", signature="input, index")
+def take(ctx, call):
+    source, index = call.arg("input"), call.arg("index")
+    x = ctx.reshape(ctx.trt(source), (source.numel(),))
+    return ctx.network.add_gather(x, _index_tensor(ctx, _wrap_index(ctx, index, source.numel())), 0).get_output(0)
+
 
 @converter("torch.index_select", "torch.Tensor.index_select", signature="input, dim, index, *, out=None")
 def index_select(ctx, call):
@@ -408,7 +440,7 @@ def _pad(ctx, source, pad, mode: str, value, out_shape):
     start = [0] * rank
     for k in range(len(pad) // 2):
         start[rank - 1 - k] = -pad[2 * k]
-    return ctx.slice(x, start, out_shape, mode=_PAD_MODES[mode], fill=value or 0)
+    return ctx.slice(x, start, out_shape, mode=_PAD_MODES[mode], fill=value)
 
 
 @converter("torch.nn.functional.pad")

@@ -250,7 +250,7 @@ class ConversionContext:
         layer = self.network.add_slice(itensor, start, shape, stride)
         if mode is not None:
             layer.mode = mode
-        if mode == trt.SampleMode.FILL and fill is not None:
+        if mode == trt.SampleMode.FILL and fill:  # TensorRT fills with 0 without a fill input
             layer.set_input(4, self.scalar(fill, itensor.dtype))
         return layer.get_output(0)
 

@@ -252,3 +252,15 @@ def test_pad_modules(module):
                          ids=lambda f: "")
 def test_fp16(fn):
     check_module(fn, torch.randn(2, 3, 4), rtol=1e-2, fp16=True)
+
+
+def test_index_copy_fill_take():
+    idx = torch.tensor([2, 0])
+    check_module(lambda x, s: x.index_copy(1, idx, s), torch.randn(3, 4), torch.randn(3, 2))
+    check_module(lambda x, i, s: torch.index_copy(x, 0, i, s), torch.randn(3, 4), idx, torch.randn(2, 4))
+    check_module(lambda x: x.index_fill(1, idx, -1.0), torch.randn(3, 4))
+    check_module(lambda x, i: x.index_fill(0, i, 7), torch.randint(0, 5, (3, 4)), idx)
+    check_module(lambda x, i, v: x.__setitem__((slice(None), i), v) or x, torch.randn(3, 4), torch.tensor(1),
+                 torch.randn(3))
+    check_module(lambda x: torch.take(x, torch.tensor([[0, -1], [5, 3]])), torch.randn(2, 3))
+    check_module(lambda x, i: x.take(i), torch.randn(2, 3), torch.tensor([5, 0, 1]))
