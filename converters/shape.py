@@ -378,3 +378,25 @@ def channel_shuffle(ctx, call):
         inner *= d
     y = _shuffle(ctx, ctx.trt(source), (n, g, c // g, inner), (0, 2, 1, 3))
     return ctx.reshape(y, _shape(call.output))
+
+
+@converter("torch.Tensor.unfold", signature="input, dimension, size, step")
+def unfold(ctx, call):
+    source = call.arg("input")
+    x = ctx.trt(source)
+    shape = _shape(source)
+    rank = len(shape)
+    axis = ctx.axis(call.arg("dimension"), rank) if rank else 0
+    size, step = int(call.arg("size")), int(call.arg("step"))
+    if rank == 0:
+        return ctx.reshape(x, _shape(call.output))
+    n = (shape[axis] - size) // step + 1
+    pre, post = shape[:axis], shape[axis + 1:]
+    order = list(range(len(pre) + 1)) + [len(pre) + 2 + k for k in range(len(post))] + [len(pre) + 1]
+    if step == size:
+        # Non-overlapping windows are a reshape and a transpose: one shuffle.
+        x = ctx.slice(x, [0] * rank, pre + (n * size,) + post)
+        return _shuffle(ctx, x, pre + (n, size) + post, order)
+    windows = torch.arange(n).reshape(n, 1) * step + torch.arange(size)
+    y = ctx.network.add_gather(x, ctx.constant(windows, trt.DataType.INT64), axis).get_output(0)
+    return ctx.permute(y, order)

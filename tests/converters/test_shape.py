@@ -164,3 +164,12 @@ def test_sizes_need_no_layers():
                                 lambda x: torch.stack([x, x], 0).chunk(2, 2)[1]], ids=lambda f: "")
 def test_fp16(fn):
     check_module(fn, torch.randn(2, 3, 4), rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("dim,size,step", [(0, 2, 1), (1, 2, 2), (-1, 3, 2), (2, 2, 2), (1, 5, 1)])
+def test_unfold(dim, size, step):
+    check_module(lambda x: x.unfold(dim, size, step), torch.randn(3, 5, 7))
+
+
+def test_unfold_non_overlapping_is_one_layer():
+    assert check_module(lambda x: x.unfold(1, 2, 2), torch.randn(3, 4, 5)).network.num_layers == 1
