@@ -256,13 +256,19 @@ def normalization(layer, inputs, env):
     groups = cfg["groups"]
     rank = x.dim()
     trailing = axes == list(range(rank - len(axes), rank)) and len(axes) > 0
-    if trailing and axes[0] == 2:
-        # Instance (groups == 1: one group per channel) or group normalization over all spatial
-        # axes: PyTorch's fused kernel computes the same statistics.
-        y = F.group_norm(xf, groups if groups > 1 else xf.shape[1], eps=cfg["eps"])
-    elif trailing and groups == 1:
-        # Layer normalization over trailing axes: the fused kernel, same statistics.
-        y = F.layer_norm(xf, tuple(xf.shape[axes[0]:]), eps=cfg["eps"])
+    if trailing and groups == 1:
+        # Layer (or instance) normalization over trailing axes: the fused kernel, same statistics;
+        # it also applies scale and bias when they have the normalized shape.
+        normalized = tuple(xf.shape[axes[0]:])
+        fits = [t is not None and tuple(t.shape[t.dim() - len(normalized):]) == normalized
+                and t.numel() == math.prod(normalized) for t in (scale, bias)]
+        if all(fits):
+            return F.layer_norm(xf, normalized, scale.to(dtype).reshape(normalized), bias.to(dtype).reshape(normalized),
+                                eps=cfg["eps"])
+        y = F.layer_norm(xf, normalized, eps=cfg["eps"])
+    elif trailing and axes[0] == 2:
+        # Group normalization over all spatial axes: PyTorch's fused kernel, same statistics.
+        y = F.group_norm(xf, groups, eps=cfg["eps"])
     elif groups > 1:
         # The channel axis (1) is split into groups; statistics cover a group's channels and the axes.
         n, c = xf.shape[0], xf.shape[1]
