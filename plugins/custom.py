@@ -95,7 +95,7 @@ class PluginOp:
         def describe(*descs, **attr_values):
             # TensorRT calls this first with fake shapes, reading only the output types
             # (get_output_data_types), then with the real shape expressions (get_output_shapes)
-            fake = any(getattr(d, "is_fake", False) for desc in descs for d in desc.shape_expr)
+            fake = any(_is_fake(d) for desc in descs for d in desc.shape_expr)
             shapes = [(1,) * len(desc.shape_expr) if fake else _constant_dims(desc) for desc in descs]
             metas = [torch.empty(s, dtype=to_torch(d.dtype), device="meta") for s, d in zip(shapes, descs)]
             dtypes = [to_trt(t) for t in op.output_dtypes(metas, attr_values)]
@@ -131,6 +131,19 @@ class PluginOp:
 
 
 PLUGIN_OPS: dict[str, PluginOp] = {}
+
+
+def _is_fake(dim: Any) -> bool:
+    """Whether a tensorrt.plugin ShapeExpr is a placeholder (newer versions say so with ``is_fake``,
+    older ones raise on ``is_constant``)."""
+    fake = getattr(dim, "is_fake", None)
+    if fake is not None:
+        return bool(fake)
+    try:
+        dim.is_constant
+    except RuntimeError:
+        return True
+    return False
 
 
 def _constant_dims(desc: Any) -> tuple:
