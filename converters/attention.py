@@ -113,9 +113,10 @@ def scaled_dot_product_attention(ctx, call):
 def _head_grouped(ctx, mask, hk, g):
     """A mask over (..., hq, L, S) seen as (..., hk, g, L, S) (a size-1 head dim stays broadcast)."""
     shape = tuple(mask.shape)
-    if len(shape) < 3 or shape[-3] == 1:
-        return ctx.reshape(mask, shape[:-2] + (1, 1) + shape[-2:]) if len(shape) >= 3 else mask
-    return ctx.reshape(mask, shape[:-3] + (hk, g) + shape[-2:])
+    if len(shape) < 3:
+        return mask
+    heads = (1, 1) if shape[-3] == 1 else (hk, g)
+    return ctx.reshape(mask, shape[:-3] + heads + shape[-2:])
 
 
 # ----------------------------------------------------------------------------- multi-head attention
