@@ -38,11 +38,16 @@ def onnx_network(model: torch.nn.Module, example: torch.Tensor, dynamo: bool = F
             kwargs["do_constant_folding"] = True
         with torch.no_grad():
             torch.onnx.export(model, (example,), path, **kwargs)
-        builder = trt.Builder(_LOGGER)
-        network = create_network(builder)
-        parser = trt.OnnxParser(network, _LOGGER)
-        # parse_from_file also finds weights the exporter wrote as external data next to the model.
-        if not parser.parse_from_file(path):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"TensorRT's ONNX parser rejected the export: {errors}")
+        return parse_onnx_file(path)
+
+
+def parse_onnx_file(path: str) -> ParsedNetwork:
+    """An ONNX file (hand-made or exported) parsed by ``trt.OnnxParser`` into a strongly typed network."""
+    builder = trt.Builder(_LOGGER)
+    network = create_network(builder)
+    parser = trt.OnnxParser(network, _LOGGER)
+    # parse_from_file also finds weights the exporter wrote as external data next to the model.
+    if not parser.parse_from_file(path):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT's ONNX parser rejected the model: {errors}")
     return ParsedNetwork(builder, parser, network, network.get_input(0).name, network.get_output(0).name)
