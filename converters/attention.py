@@ -209,8 +209,9 @@ def _append_keys(ctx, t, rows, heads, dtype, n=None):
     return layer.get_output(0)
 
 
-def _mask_kind(mask, bool_means_drop=True):
-    return (DROP if bool_means_drop else KEEP) if mask.dtype == torch.bool else ADD
+def _mask_kind(mask):
+    """Multi-head attention's masks: bool True = masked out, float = added to the scores."""
+    return DROP if mask.dtype == torch.bool else ADD
 
 
 @converter("torch.nn.functional.multi_head_attention_forward")
