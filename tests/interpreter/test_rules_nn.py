@@ -541,3 +541,14 @@ def test_half_precision_conv_norm_resize_pool(fresh):
     y = F.instance_norm(y, weight=g.float().reshape(4), bias=beta.float().reshape(4))
     y = F.avg_pool2d(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False), 2)
     torch.testing.assert_close(got.float(), y, rtol=1e-2, atol=1e-2)
+
+
+def test_resize_nearest_keeps_integer_values(fresh):
+    net = fresh.network
+    # Resize accepts int8 (not int32) data; nearest must copy values, not interpolate them.
+    x = torch.randint(-100, 100, (1, 3, 4), dtype=torch.int8)
+    layer = net.add_resize(_input(net, x))
+    layer.scales = [1, 2, 3]
+    got = _run(fresh, layer, {"x": x})
+    assert got.dtype == torch.int8
+    torch.testing.assert_close(got, x.repeat_interleave(2, 1).repeat_interleave(3, 2), rtol=0, atol=0)

@@ -395,6 +395,7 @@ def resize(layer, inputs, env):
     dynamic = inputs[1] if len(inputs) > 1 else None
     if dynamic is not None:
         if dynamic.dtype.is_floating_point:
+            # Scales as a tensor: TensorRT-RTX 1.7's builder only accepts an int shape here.
             scales = [float(v) for v in dynamic.tolist()]
         else:
             out_shape = [int(v) for v in dynamic.tolist()]
