@@ -245,7 +245,7 @@ for _name, _more in (("eq", ()), ("ne", ("not_equal",)), ("lt", ("less",)), ("le
 
 def _logic(op):
     def convert(ctx, call):
-        if call.output.dtype != torch.bool:
+        if call.output.dtype != torch.bool and not call.op.startswith("logical"):
             raise ConversionError(f"{call.op} on {call.output.dtype} values: TensorRT has no bitwise layer")
         return ctx.elementwise(call.arg("input"), call.arg("other"), op, DT.BOOL)
 
@@ -260,7 +260,7 @@ for _op, _name, _dunder in ((Op.AND, "and", "__and__"), (Op.OR, "or", "__or__"),
 
 @converter(*aliases("logical_not", "bitwise_not"), *_dunders("__invert__"), signature="input, *, out=None")
 def logical_not(ctx, call):
-    if call.output.dtype != torch.bool and call.op != "logical_not":
+    if call.output.dtype != torch.bool and not call.op.startswith("logical"):
         raise ConversionError(f"{call.op} on {call.output.dtype} values: TensorRT has no bitwise layer")
     return ctx.unary(ctx.trt(call.arg("input"), DT.BOOL), Un.NOT)
 

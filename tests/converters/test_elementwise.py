@@ -150,7 +150,8 @@ def test_bool_logic(fn):
 
 @pytest.mark.parametrize("fn", [
     lambda x: torch.logical_and(x, x - 1), lambda x: torch.logical_not(x), lambda x: torch.logical_or(x, x * 0),
-], ids=["and", "not", "or"])
+    lambda x: (x * 1).logical_xor_(x - 1), lambda x: (x * 1).logical_not_(),
+], ids=["and", "not", "or", "xor_inplace", "not_inplace"])
 def test_logic_on_numbers(fn):
     check_module(fn, torch.tensor([0.0, 1.0, -2.0, 0.5, 0.0]))
 
