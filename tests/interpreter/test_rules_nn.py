@@ -552,3 +552,17 @@ def test_resize_nearest_keeps_integer_values(fresh):
     got = _run(fresh, layer, {"x": x})
     assert got.dtype == torch.int8
     torch.testing.assert_close(got, x.repeat_interleave(2, 1).repeat_interleave(3, 2), rtol=0, atol=0)
+
+
+def test_invalid_layer_is_named_when_the_interpreter_reads_the_network(fresh):
+    # TensorRT's resize rejects int32 data; the interpreter names the layer instead of a bare
+    # "Could not get tensor shape" from the bindings.
+    from torch2x.interpreter import LayerExecutionError
+
+    net = fresh.network
+    layer = net.add_resize(net.add_input("x", trt.int32, (1, 3, 4)))
+    layer.scales = [1, 2, 3]
+    layer.name = "up"
+    net.mark_output(layer.get_output(0))
+    with pytest.raises(LayerExecutionError, match=r"layer 'up' \(RESIZE\)"):
+        interpret(net, {"x": torch.zeros(1, 3, 4, dtype=torch.int32)})

@@ -135,7 +135,14 @@ def _plan_layer(layer: "trt.ILayer") -> tuple:
             dtype = to_torch(t.dtype)
         except TypeError:
             dtype = None
-        outs.append((t.name, t.dtype, dtype, tuple(t.shape)))
+        try:
+            shape = tuple(t.shape)
+        except RuntimeError as exc:  # "Could not get tensor shape": TensorRT rejected the layer
+            raise LayerExecutionError(
+                f"TensorRT cannot infer output {k} of layer {layer.name!r} ({str(layer_type(layer)).split('.')[-1]}): "
+                "the network is invalid; TensorRT's log names the reason"
+            ) from exc
+        outs.append((t.name, t.dtype, dtype, shape))
     return layer, layer_type(layer), [None if t is None else t.name for t in ins], outs
 
 
