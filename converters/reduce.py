@@ -113,7 +113,10 @@ def _extreme_index(ctx, x, axis: int, largest: bool):
     view = [1] * len(shape)
     view[axis] = shape[axis]
     positions = ctx.constant(np.arange(shape[axis], dtype=np.int32).reshape(view), DT.INT32)
-    hits = select(ctx, ctx.elementwise(x, values, Op.EQUAL), positions, shape[axis], DT.INT32)
+    match = ctx.elementwise(x, values, Op.EQUAL)
+    if x.dtype in FLOATS:  # PyTorch's max is NaN where a NaN is, at the first NaN's index
+        match = ctx.elementwise(match, ctx.unary(x, Un.ISNAN), Op.OR)
+    hits = select(ctx, match, positions, shape[axis], DT.INT32)
     return values, reduce(ctx, hits, Red.MIN, axis, True)
 
 

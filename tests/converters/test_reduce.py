@@ -186,3 +186,8 @@ def test_fp16(fn):
         "aminmax_dim"])
 def test_topk_sort(fn):
     check_module(fn, torch.randn(X))
+
+
+def test_max_with_nan_points_at_the_nan():
+    x = torch.tensor([[1.0, float("nan"), 3.0], [2.0, 0.5, 1.0]])
+    check_module(lambda x: (x.max(1), x.argmax(1), x.argmin(1)), x)
