@@ -7,6 +7,7 @@ and axes. Nothing here is specific to one op.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -190,6 +191,10 @@ class ConversionContext:
                      trt.DataType.INT64 if isinstance(value, (int, np.integer)) else self.dtype_for(torch.float32))
         key = (float(value), str(type(value)), dtype)
         if key not in self._constants:
+            if dtype == trt.DataType.HALF and math.isfinite(value) and abs(value) > 65504.0:
+                # A float32 model's huge finite constants (torch.finfo(torch.float32).min as a mask
+                # bias) saturate instead of becoming inf, which would turn 0 * bias into NaN.
+                value = math.copysign(65504.0, value)
             self._constants[key] = (None, self.constant(np.array(value), dtype))
         return self._constants[key][1]
 

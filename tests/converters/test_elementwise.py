@@ -308,3 +308,14 @@ def test_unsupported_is_reported(fn):
 ], ids=["arith", "max_pow", "mask", "exp_log"])
 def test_fp16(fn):
     check_module(fn, torch.randn(X), torch.randn(X), rtol=1e-2, fp16=True)
+
+
+def test_fp16_mask_bias_saturates():
+    # (1 - mask) * finfo(float32).min: in half the constant must saturate, or 0 * -inf gives NaN.
+    def f(x, mask):
+        bias = (1.0 - mask[:, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        return torch.softmax(x + bias, -1)
+
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    mask[:, 4:] = 0
+    check_module(f, torch.randn(2, 4, 6), mask, rtol=1e-2, fp16=True)
