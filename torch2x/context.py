@@ -7,7 +7,6 @@ and axes. Nothing here is specific to one op.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -165,6 +164,10 @@ class ConversionContext:
         torch_dtype = to_torch(dtype)
         # numpy has no bfloat16: hold the float32 values and cast inside the network.
         store = torch.float32 if torch_dtype == torch.bfloat16 else torch_dtype
+        if store == torch.float16 and t.is_floating_point():
+            # A float32 model's huge finite constants (torch.finfo(torch.float32).min as a mask
+            # bias) saturate instead of becoming inf, which would turn 0 * bias into NaN.
+            t = torch.where(torch.isfinite(t), t.clamp(-65504.0, 65504.0), t)
         # np.ascontiguousarray makes 0-d arrays 1-d: keep rank-0 constants rank 0.
         array = np.ascontiguousarray(t.to(store).numpy()).reshape(tuple(t.shape))
         self._keepalive.append(array)  # TensorRT keeps a pointer to the weights until the build
@@ -191,10 +194,6 @@ class ConversionContext:
                      trt.DataType.INT64 if isinstance(value, (int, np.integer)) else self.dtype_for(torch.float32))
         key = (float(value), str(type(value)), dtype)
         if key not in self._constants:
-            if dtype == trt.DataType.HALF and math.isfinite(value) and abs(value) > 65504.0:
-                # A float32 model's huge finite constants (torch.finfo(torch.float32).min as a mask
-                # bias) saturate instead of becoming inf, which would turn 0 * bias into NaN.
-                value = math.copysign(65504.0, value)
             self._constants[key] = (None, self.constant(np.array(value), dtype))
         return self._constants[key][1]
 

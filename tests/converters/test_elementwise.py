@@ -316,6 +316,11 @@ def test_fp16_mask_bias_saturates():
         bias = (1.0 - mask[:, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         return torch.softmax(x + bias, -1)
 
+    def g(x, mask):
+        big = torch.tensor(torch.finfo(torch.float32).min)
+        return torch.softmax(x.masked_fill(mask[:, None, :] == 0, big) * (mask[:, None, :] + 1), -1)
+
     mask = torch.ones(2, 6, dtype=torch.int64)
     mask[:, 4:] = 0
     check_module(f, torch.randn(2, 4, 6), mask, rtol=1e-2, fp16=True)
+    check_module(g, torch.randn(2, 4, 6), mask, rtol=1e-2, fp16=True)
