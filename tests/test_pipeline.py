@@ -206,3 +206,21 @@ def test_each_weight_is_one_constant():
     constants = [net.network.get_layer(i) for i in range(net.network.num_layers)
                  if net.network.get_layer(i).type == trt.LayerType.CONSTANT]
     assert len(constants) == 1
+
+
+def test_call_through_a_captured_reference_is_converted():
+    from torch.nn.functional import relu as captured_relu  # taken before the patches: the watch still sees it
+
+    net = check_module(lambda x: captured_relu(x) + 1, torch.randn(2, 3))
+    assert net.report.converted_calls == 2
+
+
+def test_unknown_torch_call_around_the_patches_is_reported_not_frozen():
+    def fn(x):
+        return torch.ops.aten.special_bessel_j0(x) + 1  # reaches torch without a patched attribute
+
+    rep = torch2x.report(fn, [torch.randn(2, 3)])
+    (entry,) = rep.unsupported.values()
+    assert "reference taken before tracing" in entry.reason and "bessel_j0" in entry.op
+    with pytest.raises(torch2x.UnsupportedOperatorError, match="bessel_j0"):
+        torch2x.build_network(fn, [torch.randn(2, 3)])

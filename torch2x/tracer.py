@@ -19,6 +19,7 @@ import types
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .context import ConversionContext, ConversionError
 from .registry import Call, lookup, signature_of
@@ -30,6 +31,8 @@ _install_lock = threading.Lock()
 _install_count = 0
 _saved: list = []  # (owner, name, original attribute or _ABSENT)
 _ABSENT = object()
+_ORIGINAL_NAMES: dict[int, str] = {}  # id(original function) -> qualified name, for calls around the patches
+_PATCHED_NAMES: dict[int, str] = {}  # id(installed wrapper) -> qualified name; emptied with the patches
 
 # Tensor methods that are not computations, or whose result we must see through
 # (iterating calls unbind inside; the unbind must be converted, not the iteration).
@@ -160,6 +163,9 @@ def _install() -> None:
                     current = inspect.getattr_static(owner, name)
                     patched = _wrap_property(current, qualname) if is_property else _wrap(getattr(owner, name), qualname)
                     _saved.append((owner, name, original))
+                    if not is_property:  # Python functions hand either one to __torch_function__
+                        _ORIGINAL_NAMES.setdefault(id(getattr(owner, name)), qualname)
+                        _PATCHED_NAMES[id(patched)] = qualname
                     setattr(owner, name, patched)
             except BaseException:
                 _restore_all()
@@ -168,6 +174,7 @@ def _install() -> None:
 
 
 def _restore_all() -> None:
+    _PATCHED_NAMES.clear()  # the wrappers die with the patches, and their ids may be reused
     while _saved:
         owner, name, original = _saved.pop()
         if original is _ABSENT:
@@ -213,6 +220,21 @@ def _is_inplace(qualname: str) -> bool:
     if short.startswith("__"):
         return short == "__setitem__" or (short.startswith("__i") and short not in ("__index__", "__invert__", "__int__"))
     return short.endswith("_") and qualname.startswith("torch.Tensor.")
+
+
+class _BypassWatch(TorchFunctionMode):
+    """Sees every torch function call on this thread, however it was referenced; the tracer's own
+    (patched) calls are marked busy, so what is left reached torch around the patches."""
+
+    def __init__(self, tracer: "Tracer"):
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.tracer.busy or getattr(_local, "tracer", None) is not self.tracer:
+            return func(*args, **kwargs)
+        return self.tracer.on_bypass(func, args, kwargs)
 
 
 class Tracer:
@@ -264,9 +286,12 @@ class Tracer:
             _uninstall()
             raise
         _local.tracer = self
+        self._watch = _BypassWatch(self)
+        self._watch.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._watch.__exit__(*exc)
         _local.tracer = None
         for h in self._hooks:
             h.remove()
@@ -295,11 +320,37 @@ class Tracer:
         return False
 
     def on_call(self, original: Callable, qualname: str, args: tuple, kwargs: dict) -> Any:
-        self.busy = True
+        self.busy = True  # the real call and all bookkeeping run unobserved by the bypass watch
         try:
             out = original(*args, **kwargs)
+            return self._convert(qualname, original, args, kwargs, out)
         finally:
             self.busy = False
+
+    def on_bypass(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """A torch function reached without passing a patched attribute (a reference taken before
+        tracing, like ``from torch.nn.functional import relu``): if it computes from traced tensors,
+        its result cannot be converted and must not silently become a constant."""
+        self.busy = True
+        try:
+            out = func(*args, **kwargs)
+            qualname = _ORIGINAL_NAMES.get(id(func)) or _PATCHED_NAMES.get(id(func))
+            if qualname is not None:  # a patched function reached through an old reference: convert it
+                return self._convert(qualname, func, args, kwargs, out)
+            inputs = tensor_leaves((args, kwargs))
+            outputs = tensor_leaves(out)
+            if outputs and any(self.ctx.lookup(t) is not None or self.is_poisoned(t) for t in inputs):
+                name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+                self.report.add_unsupported(
+                    name, self.module_path, "called through a reference taken before tracing (e.g. "
+                    "`from torch.nn.functional import relu`), which torch2x cannot patch: call it through "
+                    "its module (F.relu, torch.relu, x.relu())", self._example(args, kwargs))
+                self._poison(outputs)
+            return out
+        finally:
+            self.busy = False
+
+    def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
         inputs = tensor_leaves((args, kwargs))
         traced = [t for t in inputs if ctx.lookup(t) is not None]
@@ -338,7 +389,6 @@ class Tracer:
         for t in traced:
             ctx.uses[id(t)] = ctx.uses.get(id(t), 0) + 1
         call = Call(qualname, conv.signature or signature_of(original), args, kwargs, out, path)
-        self.busy = True
         ctx.begin_call(path, call.op)
         ctx.fp32_region = ctx.policy.runs_in_fp32(qualname, path, conv.fp32)
         try:
@@ -363,7 +413,6 @@ class Tracer:
             self._poison(outputs)
             return out
         finally:
-            self.busy = False
             ctx.fp32_region = False
         for t, it in bindings:
             ctx.bind(t, it)
