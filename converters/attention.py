@@ -256,9 +256,16 @@ def multi_head_attention_forward(ctx, call):
 
 
 def _native_mask(ctx, mask, mask_type, N, heads, L, S):
-    """nn.MultiheadAttention.merge_masks' result (type 1: key padding (N, S); 2: (N, H|1, L, S); 0: (L, S))."""
+    """nn.MultiheadAttention.merge_masks' result (type 1: key padding (N, S); 2: (N, H|1, L, S); 0: (L, S)).
+
+    The fused kernels read any mask as boolean: a nonzero element (True, or -inf from a converted
+    bool mask) masks the key out, whatever its value.
+    """
     m = ctx.trt(mask)
-    kind = _mask_kind(mask)
+    if mask.dtype != torch.bool:
+        zero = ctx.constant(torch.zeros((1,) * mask.dim()), m.dtype)
+        m = ctx.network.add_elementwise(m, zero, Op.EQUAL).get_output(0)
+    kind = DROP if mask.dtype == torch.bool else KEEP
     if mask.dim() == 2 and mask_type == 1:
         return (ctx.reshape(m, (1, N, 1, 1, S)), kind)
     return (ctx.reshape(m, (1,) * (5 - mask.dim()) + tuple(mask.shape)), kind)

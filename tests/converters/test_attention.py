@@ -192,27 +192,62 @@ def test_transformer_encoder_layer(batch_first, norm_first, activation):
     check_module(layer, _seq(batch_first, L))
 
 
+def _padding(n=L):
+    kpm = torch.zeros(B, n)
+    kpm[0, -2:] = float("-inf")
+    return kpm
+
+
+def _fused_layer(layer, x, mask=None, mask_type=None):
+    attn = layer.self_attn
+    return torch._transformer_encoder_layer_fwd(
+        x, attn.embed_dim, attn.num_heads, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
+        attn.out_proj.bias, layer.activation_relu_or_gelu == 2, layer.norm_first, layer.norm1.eps, layer.norm1.weight,
+        layer.norm1.bias, layer.norm2.weight, layer.norm2.bias, layer.linear1.weight, layer.linear1.bias,
+        layer.linear2.weight, layer.linear2.bias, mask, mask_type)
+
+
+# The fused eval paths (torch._native_multi_head_attention, torch._transformer_encoder_layer_fwd) are what
+# the modules call in eval without hooks; they are called directly here, with masks as merge_masks gives them.
 @pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
-@pytest.mark.parametrize("masks", ["none", "kpm", "src_mask", "kpm_traced"])
+@pytest.mark.parametrize("masks", ["none", "kpm", "src_mask", "both", "kpm_traced"])
 def test_transformer_encoder_layer_fused(norm_first, activation, masks):
-    # ...called from a function, it takes the fused torch._transformer_encoder_layer_fwd.
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=True, norm_first=norm_first,
                                              activation=activation).eval()
-    x, kpm = _seq(True, L), _kpm(torch.bool)
+    x, kpm = _seq(True, L), _padding()
     src_mask = torch.nn.Transformer.generate_square_subsequent_mask(L)
     if masks == "kpm_traced":
-        converted = check_module(lambda x, k: layer(x, src_key_padding_mask=k), x, kpm)
-    else:
-        kw = {"none": {}, "kpm": {"src_key_padding_mask": kpm}, "src_mask": {"src_mask": src_mask}}[masks]
-        converted = check_module(lambda x: layer(x, **kw), x)
-    assert "transformer_encoder_layer_fwd" in str(converted.network.get_layer(converted.network.num_layers - 1).name)
+        check_module(lambda x, k: _fused_layer(layer, x, k, 1), x, kpm)
+        return
+    merged = {"none": (None, None), "kpm": (kpm, 1), "src_mask": layer.self_attn.merge_masks(src_mask, None, x),
+              "both": layer.self_attn.merge_masks(src_mask, kpm, x)}[masks]
+    check_module(lambda x: _fused_layer(layer, x, *merged), x)
 
 
 def test_transformer_encoder_layer_fused_fp16():
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=True).eval()
-    check_module(lambda x: layer(x), _seq(True, L), rtol=1e-2, fp16=True)
+    check_module(lambda x: _fused_layer(layer, x), _seq(True, L), rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("need_weights,average", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("masks,cross", [("none", False), ("kpm", False), ("both", False), ("none", True),
+                                         ("kpm", True)])
+def test_native_multi_head_attention(need_weights, average, masks, cross):
+    m = _mha(True)
+    x, y = _seq(True, L), _seq(True, L)  # the fused kernel wants keys as long as the queries
+    kpm = _padding()
+    if masks == "both":  # merge_masks' (N, H, L, L) sum of both (bool masks turned to 0/-inf), mask type 2
+        merged = m.merge_masks(torch.zeros(L, L).masked_fill(torch.rand(L, L) > 0.6, float("-inf")), kpm, x)
+    else:
+        merged = (kpm, 1) if masks == "kpm" else (None, None)
+
+    def fn(x, y):
+        k = y if cross else x
+        return torch._native_multi_head_attention(x, k, k, E, 2, m.in_proj_weight, m.in_proj_bias, m.out_proj.weight,
+                                                  m.out_proj.bias, merged[0], need_weights, average, merged[1])
+    check_module(fn, x, y)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
