@@ -37,6 +37,10 @@ def resize(ctx, x, out_shape, mode, align_corners, scales=None):
                               + (" (use adaptive_avg_pool for 'area')" if mode == "area" else ""))
     kind, spatial = _MODES[mode]
     x = ctx.trt(x)
+    if x.dtype not in (trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.BF16):
+        if kind != _IM.NEAREST:
+            raise ConversionError(f"{mode} interpolation of integers (torch rounds them its own way)")
+        x = ctx.cast(x, trt.DataType.FLOAT)  # TensorRT resizes floats only; nearest copies values exactly
     rank = len(x.shape)
     if spatial is not None and rank != spatial + 2:
         raise ConversionError(f"mode {mode!r} expects a {spatial + 2}-D input, got {rank}-D")

@@ -70,3 +70,8 @@ def test_antialias_is_reported():
 @pytest.mark.parametrize("scale", [0.6, 1.6])
 def test_source_on_integer(scale):
     check_module(lambda t: F.interpolate(t, scale_factor=scale, mode="nearest"), torch.randn(1, 2, 5, 7))
+
+
+def test_nearest_uint8():
+    x = (torch.rand(1, 3, 4, 5) * 255).to(torch.uint8)
+    check_module(lambda t: (F.interpolate(t, scale_factor=2), F.interpolate(t, size=(3, 7), mode="nearest-exact")), x)
