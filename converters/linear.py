@@ -1,4 +1,10 @@
-"""Linear algebra: linear, matmul and its variants (mm, bmm, mv, dot, outer, the add* family), einsum."""
+"""Linear algebra: linear, matmul and its variants (mm, bmm, mv, dot, outer, the add* family, multi_dot),
+einsum and what reduces to it (tensordot, inner, bilinear).
+
+Weights enter as constants already at the rank the matrix multiply needs (``ctx.trt_shaped``), and
+``F.linear`` multiplies by the weight with TensorRT's TRANSPOSE operation: a linear layer is one
+matrix multiply and one bias add.
+"""
 from __future__ import annotations
 
 import string
@@ -105,7 +111,8 @@ def addmm(ctx, call):
     return _add_scaled(ctx, call, matmul(ctx, call.arg("mat1"), call.arg("mat2"), dtype), dtype)
 
 
-@converter("torch.addbmm", "torch.Tensor.addbmm", "torch.Tensor.addbmm_", signature="input, batch1, batch2, *, beta=1, alpha=1, out=None")
+@converter("torch.addbmm", "torch.Tensor.addbmm", "torch.Tensor.addbmm_",
+           signature="input, batch1, batch2, *, beta=1, alpha=1, out=None")
 def addbmm(ctx, call):
     # The sum over the batch of b1[i] @ b2[i] is one matrix product over (batch, k) pairs.
     dtype = _float_type(ctx, call)
@@ -127,7 +134,8 @@ def outer(ctx, call):
     return _outer(ctx, call.arg("input"), call.arg("vec2"), dtype)
 
 
-@converter("torch.addr", "torch.Tensor.addr", "torch.Tensor.addr_", signature="input, vec1, vec2, *, beta=1, alpha=1, out=None")
+@converter("torch.addr", "torch.Tensor.addr", "torch.Tensor.addr_",
+           signature="input, vec1, vec2, *, beta=1, alpha=1, out=None")
 def addr(ctx, call):
     dtype = _float_type(ctx, call)
     return _add_scaled(ctx, call, _outer(ctx, call.arg("vec1"), call.arg("vec2"), dtype), dtype)
