@@ -105,6 +105,11 @@ def test_mha_unbatched():
     m = _mha(False)
     check_module(lambda x, y: (m(x, x, x), m(x, y, y, average_attn_weights=False)), torch.randn(L, E),
                  torch.randn(S, E))
+    kpm = torch.zeros(L, dtype=torch.bool)
+    kpm[-2:] = True
+    heads_mask = torch.randn(2, L, L)
+    check_module(lambda x: (m(x, x, x, key_padding_mask=kpm, need_weights=False)[0],
+                            m(x, x, x, attn_mask=heads_mask, average_attn_weights=False)), torch.randn(L, E))
 
 
 def _kpm(dtype):
