@@ -93,6 +93,7 @@ def scaled_dot_product_attention(ctx, call):
     if call.has("attn_mask"):
         mask = call.arg("attn_mask")
         masks.append((ctx.trt(mask), KEEP if mask.dtype == torch.bool else ADD))
+    user_mask = bool(masks)  # the causal mask alone never hides every key (key 0 is always visible)
     if call.arg("is_causal"):
         masks.append((_causal(ctx, L, S), KEEP))
     hq, hk = (query.shape[-3] if query.dim() >= 3 else 1), (key.shape[-3] if key.dim() >= 3 else 1)
@@ -103,11 +104,11 @@ def scaled_dot_product_attention(ctx, call):
         k = ctx.reshape(k, tuple(key.shape[:-3]) + (hk, 1) + tuple(key.shape[-2:]))
         v = ctx.reshape(v, tuple(value.shape[:-3]) + (hk, 1) + tuple(value.shape[-2:]))
         masks = [(_head_grouped(ctx, m, hk, g), kind) for m, kind in masks]
-        out = attention(ctx, q, k, v, masks, scale, dtype, safe=True)
+        out = attention(ctx, q, k, v, masks, scale, dtype, safe=user_mask)
         return ctx.reshape(out, call.output.shape)
     rank = max(len(t.shape) for t in (q, k, v))
     q, k, v = ctx.broadcast(q, k, v) if rank > 2 else (q, k, v)
-    return attention(ctx, q, k, v, masks, scale, dtype, safe=True)
+    return attention(ctx, q, k, v, masks, scale, dtype, safe=user_mask)
 
 
 def _head_grouped(ctx, mask, hk, g):
