@@ -38,7 +38,7 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False, safe=False):
         else:
             if mask.dtype != trt.DataType.BOOL:
                 raise ConversionError(f"a {kind} mask must be bool")
-            neg_inf = ctx.scalar(float("-inf"), F32)
+            neg_inf = ctx.constant(torch.full((1,) * len(scores.shape), float("-inf")), F32)
             scores_b, mask_b, fill = ctx.broadcast(scores, mask, neg_inf)
             keep, drop = (scores_b, fill) if kind == KEEP else (fill, scores_b)
             scores = ctx.network.add_select(mask_b, keep, drop).get_output(0)
@@ -56,9 +56,10 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False, safe=False):
     return (out, probs) if probs_out else out
 
 
-def _causal(ctx, length, source, dtype=trt.DataType.BOOL):
-    """torch's is_causal mask: query i attends to keys 0..i (top-left aligned), as a KEEP mask."""
-    return ctx.constant(torch.ones(length, source, dtype=torch.bool).tril(), dtype)
+def _causal(ctx, length, source, rank=2):
+    """torch's is_causal mask: query i attends to keys 0..i (top-left aligned), as a KEEP mask of ``rank``."""
+    keep = torch.ones(length, source, dtype=torch.bool).tril()
+    return ctx.constant(keep.reshape((1,) * (rank - 2) + (length, source)), trt.DataType.BOOL)
 
 
 def _shuffle(ctx, x, reshape=None, first=None, second=None):
@@ -95,7 +96,7 @@ def scaled_dot_product_attention(ctx, call):
         masks.append((ctx.trt(mask), KEEP if mask.dtype == torch.bool else ADD))
     user_mask = bool(masks)  # the causal mask alone never hides every key (key 0 is always visible)
     if call.arg("is_causal"):
-        masks.append((_causal(ctx, L, S), KEEP))
+        masks.append((_causal(ctx, L, S, max(query.dim(), key.dim())), KEEP))
     hq, hk = (query.shape[-3] if query.dim() >= 3 else 1), (key.shape[-3] if key.dim() >= 3 else 1)
     if call.arg("enable_gqa") and hq != hk:
         # Each key/value head serves hq/hk query heads: group the query heads instead of repeating k and v.
@@ -231,7 +232,7 @@ def multi_head_attention_forward(ctx, call):
     attn_mask, kpm = a["attn_mask"], a["key_padding_mask"]
     masks = []
     if a["is_causal"] and kpm is None and not a["need_weights"]:
-        masks.append((_causal(ctx, L, S), KEEP))  # torch then ignores attn_mask, the causal hint wins
+        masks.append((_causal(ctx, L, S, 5), KEEP))  # torch then ignores attn_mask, the causal hint wins
     elif attn_mask is not None:
         m = ctx.trt(attn_mask)
         if attn_mask.dim() == 3:
