@@ -147,6 +147,12 @@ def _getitem(ctx, source, index, out_shape):
     x = _select_traced_scalars(ctx, x, items)
     shape = tuple(x.shape)
     (start, size, stride), layout, advanced = _plan(ctx, items, shape)
+    dropped = [a for a in range(len(shape)) if ("dim", a) not in layout]
+    if (len(dropped) == 1 and not advanced and len(layout) == len(shape) - 1
+            and size == [1 if a in dropped else n for a, n in enumerate(shape)] and set(stride) == {1}):
+        # x[..., i, ...]: a gather with a shared scalar index is one layer; a slice needs a reshape after it.
+        index = ctx.scalar(start[dropped[0]], trt.DataType.INT64)
+        return ctx.network.add_gather(x, index, dropped[0]).get_output(0)
     y = ctx.slice(x, start, size, stride)
     if not advanced:
         return ctx.reshape(y, out_shape)
@@ -314,9 +320,8 @@ def index_select(ctx, call):
 def select(ctx, call):
     x = ctx.trt(call.arg("input"))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
-    start, size = [0] * len(x.shape), list(x.shape)
-    start[axis], size[axis] = int(call.arg("index")) % x.shape[axis], 1
-    return ctx.reshape(ctx.slice(x, start, size), _shape(call.output))
+    index = ctx.scalar(int(call.arg("index")) % x.shape[axis], trt.DataType.INT64)
+    return ctx.network.add_gather(x, index, axis).get_output(0)
 
 
 def _gather_elements(ctx, x, index, axis: int):

@@ -237,7 +237,9 @@ def hvdsplit(ctx, call):
 def unbind(ctx, call):
     x = ctx.trt(call.arg("input"))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
-    return [ctx.reshape(_piece(ctx, x, axis, k, 1), _shape(out)) for k, out in enumerate(call.output)]
+    # A gather with a scalar index drops the axis in one layer (the index constants are shared).
+    return [ctx.network.add_gather(x, ctx.scalar(k, trt.DataType.INT64), axis).get_output(0)
+            for k in range(len(call.output))]
 
 
 @converter("torch.narrow", "torch.Tensor.narrow", "torch.narrow_copy", "torch.Tensor.narrow_copy",
