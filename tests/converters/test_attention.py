@@ -48,11 +48,13 @@ def test_sdpa_causal(shapes):
     check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v)
 
 
-@pytest.mark.parametrize("mask_shape", [None, (B, 4, L, S), (B, 1, L, S), (L, S), (4, L, S)])
+@pytest.mark.parametrize("mask_shape", [None, "causal", (B, 4, L, S), (B, 1, L, S), (L, S), (4, L, S)])
 def test_sdpa_gqa(mask_shape):
     q, k, v = torch.randn(B, 4, L, E), torch.randn(B, 2, S, E), torch.randn(B, 2, S, E)
-    mask = None if mask_shape is None else torch.randn(mask_shape)
-    check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True), q, k, v)
+    causal = mask_shape == "causal"
+    mask = None if mask_shape is None or causal else torch.randn(mask_shape)
+    check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                                enable_gqa=True), q, k, v)
 
 
 def test_sdpa_fp16():
