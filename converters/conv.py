@@ -126,8 +126,8 @@ def _host_weights(ctx, call, x, n: int, transposed: bool, extend: tuple) -> bool
 
 
 def _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post, groups):
-    weight, bias = call.arg("weight").detach().double(), call.arg("bias")
-    bias = bias.detach().double() if bias is not None else weight.new_zeros(weight.shape[0])
+    weight, bias = call.arg("weight").detach(), call.arg("bias")
+    bias = bias.detach() if bias is not None else weight.new_zeros(weight.shape[0])
     layer = ctx.network.add_convolution_nd(xs, weight.shape[0], kernel, ctx.weights(weight, xs.dtype),
                                            ctx.weights(bias, xs.dtype))
     layer.stride_nd, layer.dilation_nd, layer.num_groups = stride, dilation, groups
@@ -138,7 +138,7 @@ def _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post
 
 
 class FoldableConvolution:
-    """A convolution whose float64 weights a following per-channel affine op (batch norm) may fold in."""
+    """A convolution whose weights a following per-channel affine op (batch norm) may fold in."""
 
     def __init__(self, layer, weight, bias):
         self.layer, self.weight, self.bias = layer, weight, bias
@@ -146,8 +146,9 @@ class FoldableConvolution:
     def fold(self, ctx, scale, shift) -> None:
         """Make the layer compute ``conv(x) * scale + shift`` per output channel."""
         dtype = self.layer.get_output(0).dtype
-        self.weight = self.weight * scale.reshape((-1,) + (1,) * (self.weight.dim() - 1))
-        self.bias = self.bias * scale + shift
+        # in float64, so the folded weights are as exact as the network's type allows
+        self.weight = self.weight.double() * scale.reshape((-1,) + (1,) * (self.weight.dim() - 1))
+        self.bias = self.bias.double() * scale + shift
         self.layer.kernel = ctx.weights(self.weight, dtype)
         self.layer.bias = ctx.weights(self.bias, dtype)
 
