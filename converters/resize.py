@@ -1,4 +1,5 @@
-"""Resizing: F.interpolate and its aliases (F.upsample*, nn.Upsample) as one TensorRT resize layer.
+"""Resizing: F.interpolate and its aliases (F.upsample*, nn.Upsample) as one TensorRT resize layer
+(mode="area" is adaptive average pooling, as in torch).
 
 torch's kernels map output index ``i`` to a source coordinate with a ratio that is
 ``1 / scale_factor`` when a scale factor is given (and not recomputed), else ``in / out``;
@@ -10,6 +11,8 @@ from __future__ import annotations
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
+
+from .pooling import _adaptive
 
 _RCT = trt.ResizeCoordinateTransformation
 _RRM = trt.ResizeRoundMode
@@ -32,11 +35,12 @@ def resize(ctx, x, out_shape, mode, align_corners, scales=None):
     ``scales`` (per spatial dim) are torch's scale factors when its kernels map
     coordinates with them; None maps with input/output sizes.
     """
-    if mode not in _MODES:
-        raise ConversionError(f"interpolate mode {mode!r} has no TensorRT resize equivalent"
-                              + (" (use adaptive_avg_pool for 'area')" if mode == "area" else ""))
-    kind, spatial = _MODES[mode]
     x = ctx.trt(x)
+    if mode == "area":  # torch's 'area' is adaptive average pooling to the output size
+        return _adaptive(ctx, x, trt.PoolingType.AVERAGE, len(x.shape) - 2, tuple(out_shape[2:]))
+    if mode not in _MODES:
+        raise ConversionError(f"interpolate mode {mode!r} has no TensorRT resize equivalent")
+    kind, spatial = _MODES[mode]
     if x.dtype not in (trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.BF16):
         if kind != _IM.NEAREST:
             raise ConversionError(f"{mode} interpolation of integers (torch rounds them its own way)")

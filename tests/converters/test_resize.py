@@ -75,3 +75,9 @@ def test_source_on_integer(scale):
 def test_nearest_uint8():
     x = (torch.rand(1, 3, 4, 5) * 255).to(torch.uint8)
     check_module(lambda t: (F.interpolate(t, scale_factor=2), F.interpolate(t, size=(3, 7), mode="nearest-exact")), x)
+
+
+@pytest.mark.parametrize("shape,how", [((1, 2, 8), dict(size=4)), ((1, 2, 8, 6), dict(scale_factor=0.5)),
+                                       ((1, 2, 7, 5), dict(size=(3, 2))), ((1, 2, 4, 4, 6), dict(size=(2, 2, 3)))])
+def test_area(shape, how):
+    check_module(lambda t: F.interpolate(t, mode="area", **how), torch.randn(shape))
