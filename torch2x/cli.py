@@ -86,7 +86,7 @@ def _options(args) -> dict:
         raise UsageError("--int8 needs calibration support, which this version of torch2x does not have yet")
     if getattr(args, "dynamic", None):
         raise UsageError("--dynamic needs dynamic-shape support, which this version of torch2x does not have yet")
-    return {"fp16": args.fp16, "bf16": args.bf16}
+    return {"fp16": args.fp16, "bf16": args.bf16, "progress": False if args.quiet else None}
 
 
 def _build(model: Any, inputs: list, options: dict):
@@ -130,7 +130,7 @@ def cmd_convert(args) -> int:
         for name, out, ref in zip(net.output_names, outputs, reference):
             print(f"interpreter vs PyTorch, {name}: relative error {_relative_error(out, ref):.2e}")
     started = time.perf_counter()
-    engine = net.build_engine()
+    engine = net.build_engine(False if args.quiet else None)
     print(f"engine built in {time.perf_counter() - started:.1f} s: {len(engine) / 2**20:.1f} MiB")
     trt_module = module_from_network(net, engine)
     torch.save(trt_module.state_dict(), args.output)
@@ -184,7 +184,6 @@ def cmd_bench(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="torch2x", description="Convert PyTorch models into TensorRT engines.")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, fn, text in (("convert", cmd_convert, "convert a model and save its TRTModule state dict"),
                            ("report", cmd_report, "list the ops that cannot be converted"),
@@ -195,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="torchvision:NAME, timm:NAME or path/to/file.py:factory")
         p.add_argument("--shape", action="append", help="input shape, e.g. 1,3,224,224 (repeat for several inputs)")
         p.add_argument("--seed", type=int, default=0, help="seed of the random example inputs")
+        p.add_argument("--quiet", action="store_true", help="no progress output (also off without a terminal)")
         p.add_argument("--fp16", action="store_true", help="float16 weights and activations")
         p.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations")
         p.add_argument("--int8", action="store_true", help="INT8 by explicit quantization (needs --calib)")

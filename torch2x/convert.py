@@ -10,7 +10,7 @@ from .runtime import TRTModule, module_from_network
 def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: bool = False,
             input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None,
             max_workspace_size: Optional[int] = None, strict: bool = True,
-            keep_fp32: Optional[Iterable[str]] = None) -> TRTModule:
+            keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None) -> TRTModule:
     """Convert ``module`` (called as ``module(*inputs)``) into a TensorRT engine wrapped in a TRTModule.
 
     Example::
@@ -19,12 +19,13 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
         torch.save(model_trt.state_dict(), "model_trt.pth")
 
     Raises :class:`UnsupportedOperatorError` (with ``.report``) when calls cannot be
-    converted; see :func:`report` to list them without raising.
+    converted; see :func:`report` to list them without raising. ``progress`` shows conversion and
+    engine-build progress (default: only on a terminal).
     """
     converted = build_network(module, inputs, fp16=fp16, bf16=bf16, input_names=input_names,
                               output_names=output_names, max_workspace_size=max_workspace_size,
-                              strict=strict, keep_fp32=keep_fp32)
-    engine = converted.build_engine()
+                              strict=strict, keep_fp32=keep_fp32, progress=progress)
+    engine = converted.build_engine(progress)
     trt_module = module_from_network(converted, engine)
     trt_module.report = converted.report
     return trt_module

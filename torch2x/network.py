@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from . import flavour
+from . import progress as progress_mod
 from .context import ConversionContext
 from .dtypes import to_torch, to_trt
 from .flavour import trt
@@ -56,21 +57,29 @@ class ConvertedNetwork:
         values = interpret(self.network, self.feeds(*inputs))
         return unflatten(self.output_spec, [values[n] for n in self.output_names])
 
-    def build_engine(self) -> bytes:
-        """Serialize the network into an engine plan with TensorRT's builder."""
-        return build_engine(self.builder, self.network, self.max_workspace_size)
+    def build_engine(self, progress: Optional[bool] = None) -> bytes:
+        """Serialize the network into an engine plan with TensorRT's builder (progress on a terminal)."""
+        return build_engine(self.builder, self.network, self.max_workspace_size, progress)
 
 
 def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
                  max_workspace_size: Optional[int] = None, progress_monitor: Any = None) -> bytes:
-    """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages."""
+    """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages.
+
+    ``progress_monitor``: an ``IProgressMonitor``, True/False, or None to show build progress only on a
+    terminal.
+    """
     config = builder.create_builder_config()
     if max_workspace_size:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(max_workspace_size))
-    if progress_monitor is not None:
+    if progress_monitor is True or (progress_monitor is None and progress_mod.wanted(None)):
+        progress_monitor = progress_mod.BuildProgress()
+    if progress_monitor:
         config.progress_monitor = progress_monitor
     LOGGER.take_errors()
     plan = builder.build_serialized_network(network, config)
+    if isinstance(progress_monitor, progress_mod.BuildProgress):
+        progress_monitor.line.done("done" if plan is not None else "failed")
     if plan is None:
         raise EngineBuildError(f"TensorRT ({flavour.describe()}) could not build the engine: "
                                f"{LOGGER.take_errors() or 'no message'}")
@@ -120,7 +129,7 @@ def _names(given: Optional[Sequence[str]], count: int, prefix: str) -> list:
 def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: bool = False,
                   input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None,
                   max_workspace_size: Optional[int] = None, strict: bool = True,
-                  keep_fp32: Optional[Iterable[str]] = None) -> ConvertedNetwork:
+                  keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None) -> ConvertedNetwork:
     """Trace ``module(*inputs)`` once and build the strongly typed TensorRT network.
 
     Example::
@@ -131,6 +140,7 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
 
     ``strict=True`` raises :class:`UnsupportedOperatorError` when any traced call could
     not be converted; ``strict=False`` only when a network output depends on one.
+    ``progress`` shows conversion progress over the top-level modules (default: on a terminal).
     """
     if not isinstance(inputs, (list, tuple)):
         raise TypeError("inputs must be a list or tuple of the module's positional arguments, e.g. [x]")
@@ -151,10 +161,15 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     was_training = getattr(module, "training", False)
     if was_training:
         module.eval()  # an engine is an inference graph: dropout off, batch-norm on running statistics
+    top = list(module.named_children()) if isinstance(module, torch.nn.Module) else []
+    shown = progress_mod.ModuleProgress(len(top)) if top and progress_mod.wanted(progress) else None
     try:
         with torch.no_grad(), Tracer(ctx, module if isinstance(module, torch.nn.Module) else None, report) as tracer:
+            tracer.on_top_module_done = shown.module_done if shown else None
             outputs = module(*inputs)
     finally:
+        if shown:
+            shown.close()
         if was_training:
             module.train()
     out_tensors, out_spec = flatten(outputs)

@@ -249,6 +249,7 @@ class Tracer:
         self._stale_bases: dict[int, tuple] = {}  # base tensor id -> (base, ids of views written in place)
         self._path_stack: list[str] = []
         self._retired_seen = 0
+        self.on_top_module_done: Optional[Callable[[str], None]] = None  # progress over top-level modules
         self._hooks: list = []
         self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
 
@@ -270,6 +271,8 @@ class Tracer:
                     if self._path_stack and self._path_stack[-1] == _path:
                         self._path_stack.pop()
                     # network tensors as they are now: a later in-place op rebinds the torch tensor
+                    if self.on_top_module_done is not None and _path and "." not in _path:
+                        self.on_top_module_done(_path)
                     ts = tensor_leaves(output)
                     self.module_outputs.append((_path, [self.ctx.lookup(t) for t in ts], [id(t) for t in ts]))
 

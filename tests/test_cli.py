@@ -1,0 +1,89 @@
+"""The torch2x command, run as users run it: in a subprocess, on CPU."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import torch2x
+
+MODEL_FILE = textwrap.dedent('''
+    import torch.nn as nn
+
+    def small():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def unsupported():
+        class M(nn.Module):
+            def forward(self, x):
+                import torch
+                return torch.special.bessel_j0(x)
+        return M()
+''')
+
+
+def run(*args: str, cwd=None):
+    return subprocess.run([sys.executable, "-m", "torch2x", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "models.py"
+    path.write_text(MODEL_FILE)
+    return str(path)
+
+
+def test_convert_writes_state_dict_and_plan(tmp_path, model_file):
+    out, plan = tmp_path / "small.pth", tmp_path / "small.plan"
+    result = run("convert", f"{model_file}:small", "--shape", "1,3,16,16", "-o", str(out), "--plan", str(plan))
+    assert result.returncode == 0, result.stderr
+    assert "no unsupported calls" in result.stdout
+    error = float(result.stdout.split("relative error ")[1].split()[0])
+    assert error <= 1e-4
+    restored = torch2x.TRTModule()
+    restored.load_state_dict(torch.load(out, weights_only=True))
+    assert restored.meta["input_shapes"] == [[1, 3, 16, 16]]
+    assert plan.read_bytes() == restored.engine_bytes
+    assert json.loads((tmp_path / "small.plan.json").read_text())["output_shapes"] == [[1, 2]]
+    assert "Traceback" not in result.stderr
+
+
+def test_report_json_and_exit_code(model_file):
+    ok = run("report", f"{model_file}:small", "--shape", "1,3,16,16", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    bad = run("report", f"{model_file}:unsupported", "--shape", "2,3", "--json")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["unsupported"][0]["op"] == "torch.special.bessel_j0"
+
+
+def test_check_prints_table_and_passes(model_file):
+    result = run("check", f"{model_file}:small", "--shape", "1,3,16,16")
+    assert result.returncode == 0, result.stderr
+    assert "check: ok" in result.stdout and "output output_0" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["convert", "nosuchsource:resnet18", "-o", "x.pth"], "no file 'nosuchsource'"),
+    (["convert", "torchvision:not_a_model", "-o", "x.pth"], "torchvision has no model 'not_a_model'"),
+    (["report", "{file}:missing_factory"], "has no callable 'missing_factory'"),
+    (["report", "{file}:small", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["report", "{file}:small", "--shape", "1,3,16"], "the model failed on the given inputs"),
+    (["report", "{file}:small", "--shape", "a,b"], "--shape takes comma-separated integers"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, model_file, args, message):
+    result = run(*[a.format(file=model_file) for a in args], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torch2x: error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_bench_without_gpu_says_so(model_file):
+    result = run("bench", f"{model_file}:small", "--shape", "1,3,16,16")
+    assert result.returncode == 0 and "no CUDA device" in result.stdout
