@@ -39,10 +39,25 @@ def _index_tensor(ctx, index, dtype=trt.DataType.INT64):
     return ctx.trt(index)
 
 
+def _leaves(value):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
 def _items(ctx, index, rank: int) -> list:
     """``index`` as a list of ints, slices, None and tensors, with the Ellipsis expanded."""
+    if isinstance(index, list) and any(isinstance(i, (torch.Tensor, list, tuple, slice)) or i is None or i is Ellipsis
+                                       for i in index):
+        index = tuple(index)  # PyTorch (like old NumPy) reads such a list as a tuple of indices
     items = list(index) if isinstance(index, tuple) else [index]
     for k, item in enumerate(items):
+        bounds = (item.start, item.stop, item.step) if isinstance(item, slice) else item if isinstance(item, list) else ()
+        if any(ctx.is_traced(b) for b in _leaves(bounds)):
+            raise ConversionError("a slice bound or index list holds a tensor computed in the network; write "
+                                  "int(n) to freeze its value, or index with one index tensor")
         if isinstance(item, torch.Tensor) and item.dim() == 0 and item.dtype == torch.bool and not ctx.is_traced(item):
             item = bool(item)
         if isinstance(item, bool):

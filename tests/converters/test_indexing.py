@@ -264,3 +264,8 @@ def test_index_copy_fill_take():
                  torch.randn(3))
     check_module(lambda x: torch.take(x, torch.tensor([[0, -1], [5, 3]])), torch.randn(2, 3))
     check_module(lambda x, i: x.take(i), torch.randn(2, 3), torch.tensor([5, 0, 1]))
+
+
+def test_traced_slice_bound_is_reported():
+    assert_reported(r"int\(n\)", lambda x, n: x[: n.sum()], torch.randn(5), torch.tensor([1, 2]))
+    check_module(lambda x, n: x[[n.sum(), slice(1, None)]], torch.randn(5, 3), torch.tensor([1, 2]))
