@@ -265,6 +265,23 @@ def test_transformer_encoder_with_padding(batch_first):
     check_module(lambda x, k: encoder(x, src_key_padding_mask=k), _seq(batch_first, L), _kpm(torch.bool))
 
 
+def test_transformer_encoder_nested_fast_path():
+    # With enable_nested_tensor (the default), torch's eval fast path packs the batch into a nested tensor
+    # and returns 0 at padded positions. While tracing, that fast path is off (the tracer's torch-function
+    # mode turns it off, as any mode does), so the network computes the padded positions like
+    # enable_nested_tensor=False does; the positions that are not padding agree.
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(E, 2, dim_feedforward=16, batch_first=True)
+    encoder = torch.nn.TransformerEncoder(layer, 2).eval()
+    x, kpm = _seq(True, L), _kpm(torch.bool)
+    converted = torch2x.build_network(lambda x, k: encoder(x, src_key_padding_mask=k), [x, kpm])
+    with torch.no_grad():
+        reference = encoder(x, src_key_padding_mask=kpm)
+    out = converted.interpret(x, kpm)
+    assert (reference[kpm] == 0).all()
+    assert torch.allclose(out[~kpm], reference[~kpm], atol=1e-5)
+
+
 def test_transformer():
     torch.manual_seed(0)
     model = torch.nn.Transformer(E, 2, 1, 1, 16, batch_first=True).eval()
