@@ -265,6 +265,7 @@ def test_transformer_encoder_with_padding(batch_first):
     check_module(lambda x, k: encoder(x, src_key_padding_mask=k), _seq(batch_first, L), _kpm(torch.bool))
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
 def test_transformer_encoder_nested_fast_path():
     # With enable_nested_tensor (the default), torch's eval fast path packs the batch into a nested tensor
     # and returns 0 at padded positions. While tracing, that fast path is off (the tracer's torch-function
