@@ -224,3 +224,15 @@ def test_unknown_torch_call_around_the_patches_is_reported_not_frozen():
     assert "reference taken before tracing" in entry.reason and "bessel_j0" in entry.op
     with pytest.raises(torch2x.UnsupportedOperatorError, match="bessel_j0"):
         torch2x.build_network(fn, [torch.randn(2, 3)])
+
+
+def test_trtmodule_moves_like_a_module_but_not_to_cpu_or_another_dtype():
+    model_trt = _tiny_module()
+    assert model_trt.to("cuda:1") is model_trt and model_trt.device == torch.device("cuda:1")
+    assert model_trt.cuda(0).device == torch.device("cuda:0")
+    with pytest.raises(torch2x.TRTModuleError, match="cannot move to cpu"):
+        model_trt.to("cpu")
+    with pytest.raises(torch2x.TRTModuleError, match="cannot move to cpu"):
+        model_trt.cpu()
+    with pytest.raises(torch2x.TRTModuleError, match=r"types are fixed at build time.*\.to\(torch.float16\)"):
+        model_trt.to(torch.float16)

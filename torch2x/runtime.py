@@ -39,13 +39,46 @@ class TRTModule(torch.nn.Module):
     TensorRT flavour and version, the build device) as plain values.
     """
 
-    def __init__(self, engine: Optional[bytes] = None, **meta: Any):
+    def __init__(self, engine: Optional[bytes] = None, use_cuda_graph: bool = False, **meta: Any):
         super().__init__()
         self.engine_bytes: Optional[bytes] = engine
         self.meta: dict = {k: meta.get(k) for k in _META_KEYS}
+        self.use_cuda_graph = use_cuda_graph
+        self.device: Optional[torch.device] = None  # the CUDA device to run on; None: the inputs' device
         self._engine = None
-        self._contexts = threading.local()
+        self._contexts = threading.local()  # one execution context per thread: several streams at once
         self._lock = threading.Lock()
+
+    # --- devices: an engine lives on one CUDA device ------------------------------------------
+    def to(self, *args: Any, **kwargs: Any) -> "TRTModule":
+        """Like ``nn.Module.to`` for a CUDA device; a TensorRT engine cannot run on CPU or change dtype."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            raise TRTModuleError(f"a TensorRT engine's input and output types are fixed at build time; "
+                                 f"convert again (e.g. fp16=True) instead of .to({dtype})")
+        if device is not None:
+            self._set_device(device)
+        return self
+
+    def cuda(self, device: Any = None) -> "TRTModule":
+        if device is None:
+            device = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return self._set_device(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
+
+    def cpu(self) -> "TRTModule":
+        return self._set_device(torch.device("cpu"))
+
+    def _set_device(self, device: torch.device) -> "TRTModule":
+        device = torch.device(device)
+        if device.type != "cuda":
+            raise TRTModuleError(f"TRTModule runs TensorRT engines on CUDA devices and cannot move to {device}; "
+                                 "to run on CPU, keep the PyTorch model (or check the network with "
+                                 "torch2x.build_network(...).interpret)")
+        if device != self.device:
+            self.device = device
+            self._engine = None  # deserialized again on the new device at first use
+            self._contexts = threading.local()
+        return self
 
     # --- state dict -----------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -86,7 +119,7 @@ class TRTModule(torch.nn.Module):
     # --- execution ------------------------------------------------------------------
     def _load_engine(self):
         with self._lock:
-            if self._engine is None:
+            if self._engine is None:  # on the current CUDA device (forward enters the inputs' device)
                 if self.engine_bytes is None:
                     raise TRTModuleError("this TRTModule holds no engine: load a state_dict first")
                 from .trt_logging import LOGGER
@@ -131,10 +164,19 @@ class TRTModule(torch.nn.Module):
         device = next((t.device for t in tensors if t.is_cuda), None)
         if device is None or any(not t.is_cuda or t.device != device for t in tensors):
             raise ValueError(f"TRTModule inputs must all be on one CUDA device; got {[str(t.device) for t in tensors]}")
-        context = self._execution_context()
-        stream = torch.cuda.current_stream(device)
-        tensors = [t.contiguous() for t in tensors]  # TensorRT reads dense row-major buffers
-        for name, t in zip(self.meta["input_names"], tensors):
+        if self.device is not None and device != self.device:
+            raise ValueError(f"TRTModule is on {self.device} but its inputs are on {device}")
+        with torch.cuda.device(device):
+            context = self._execution_context()
+            stream = torch.cuda.current_stream(device)
+            if self.use_cuda_graph:
+                outputs = self._run_graph(context, stream, tensors)
+            else:
+                outputs = self._bind_and_run(context, stream, [t.contiguous() for t in tensors], device)
+        return unflatten(self.meta["output_spec"], outputs)
+
+    def _bind_and_run(self, context, stream, tensors: list, device) -> list:
+        for name, t in zip(self.meta["input_names"], tensors):  # TensorRT reads dense row-major buffers
             context.set_input_shape(name, tuple(t.shape))
             context.set_tensor_address(name, t.data_ptr())
         outputs = []
@@ -145,7 +187,31 @@ class TRTModule(torch.nn.Module):
             outputs.append(out)
         if not context.execute_async_v3(stream.cuda_stream):
             raise TRTModuleError("TensorRT's execute_async_v3 failed (see the torch2x.tensorrt log)")
-        return unflatten(self.meta["output_spec"], outputs)
+        return outputs
+
+    def _run_graph(self, context, stream, tensors: list) -> list:
+        """Replay a CUDA graph of the enqueue: inputs are copied into static buffers, outputs cloned.
+
+        Captured per thread and input shapes; TensorRT needs one plain enqueue before capture so
+        that deferred work (shape-dependent allocations) is done outside the graph."""
+        key = tuple(tuple(t.shape) for t in tensors)
+        graphs = getattr(self._contexts, "graphs", None)
+        if graphs is None:
+            graphs = self._contexts.graphs = {}
+        if key not in graphs:
+            static_in = [t.clone().contiguous() for t in tensors]
+            static_out = self._bind_and_run(context, stream, static_in, static_in[0].device)
+            stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                if not context.execute_async_v3(stream.cuda_stream):
+                    raise TRTModuleError("TensorRT's execute_async_v3 failed during CUDA graph capture")
+            graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = graphs[key]
+        for buffer, t in zip(static_in, tensors):
+            buffer.copy_(t)
+        graph.replay()
+        return [out.clone() for out in static_out]
 
     def extra_repr(self) -> str:
         size = len(self.engine_bytes) if self.engine_bytes else 0
