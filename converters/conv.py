@@ -61,10 +61,6 @@ def _convolution(n: int, transposed: bool):
             # TensorRT-RTX 1.7 builds no bfloat16 deconvolution (Myelin cannot infer its output type).
             x = ctx.cast(x, trt.DataType.FLOAT)
         weight = call.arg("weight")
-        # The kernel is the layer's second input rather than trt.Weights: strongly typed builds accept
-        # both, but only a tensor input also serves kernels computed in the forward pass (weight
-        # standardization, tied weights), and ctx.trt makes each parameter one constant in x's type.
-        kernel_t = ctx.trt(weight, x.dtype)
         kernel = tuple(weight.shape[2:])
         groups = int(call.arg("groups"))
         stride = ntuple(call.arg("stride"), n)
@@ -76,6 +72,12 @@ def _convolution(n: int, transposed: bool):
         post = tuple(p - o for p, o in zip(post, output_padding))
         extend = tuple(max(-p, 0) for p in post)
         post = tuple(max(p, 0) for p in post)
+        if _host_weights(ctx, call, x, n, transposed, extend):
+            return _convolution_with_weights(ctx, call, ctx.spatial_layout(x, n), kernel, stride, dilation, pre,
+                                             post, groups)
+        # Otherwise the kernel is the layer's second input: it also serves kernels computed in the
+        # forward pass (weight standardization, tied weights) and types numpy cannot hold (bfloat16).
+        kernel_t = ctx.trt(weight, x.dtype)
         if n == 1:  # TensorRT convolves 2-d or 3-d windows only
             kernel_t = ctx.reshape(kernel_t, tuple(weight.shape) + (1,))
             kernel, stride, dilation = kernel + (1,), stride + (1,), dilation + (1,)
@@ -86,8 +88,6 @@ def _convolution(n: int, transposed: bool):
             kernel = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
             dilation = (1,) * len(dilation)
         xs = ctx.spatial_layout(x, n)
-        if _host_weights(ctx, call, x, n, transposed, extend):
-            return _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post, groups)
         if transposed:
             maps = weight.shape[1] * groups
             layer = ctx.network.add_deconvolution_nd(xs, maps, kernel, trt.Weights(), trt.Weights())
