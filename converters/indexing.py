@@ -49,8 +49,8 @@ def _leaves(value):
 
 def _items(ctx, index, rank: int) -> list:
     """``index`` as a list of ints, slices, None and tensors, with the Ellipsis expanded."""
-    if isinstance(index, list) and any(isinstance(i, (torch.Tensor, list, tuple, slice)) or i is None or i is Ellipsis
-                                       for i in index):
+    if isinstance(index, list) and any(isinstance(i, (torch.Tensor, list, tuple, slice)) or i is None
+                                       or i is Ellipsis for i in index):
         index = tuple(index)  # PyTorch (like old NumPy) reads such a list as a tuple of indices
     items = list(index) if isinstance(index, tuple) else [index]
     for k, item in enumerate(items):
@@ -91,7 +91,8 @@ def _plan(ctx, items: list, shape: tuple):
         if item is None:
             layout.append(("new",))
         elif isinstance(item, slice):
-            lo, hi, step = slice(*(None if v is None else int(v) for v in (item.start, item.stop, item.step))).indices(shape[dim])
+            bounds = (None if v is None else int(v) for v in (item.start, item.stop, item.step))
+            lo, hi, step = slice(*bounds).indices(shape[dim])
             n = len(range(lo, hi, step))
             start[dim], size[dim], stride[dim] = (lo if n else 0), n, step
             layout.append(("dim", dim))
@@ -100,7 +101,7 @@ def _plan(ctx, items: list, shape: tuple):
             if ctx.is_traced(item):
                 raise ConversionError("a boolean mask computed in the network selects a data-dependent number of "
                                       "elements; use torch.where(mask, x, other) to keep the shape")
-            for k, idx in enumerate(torch.nonzero(item, as_tuple=True)):
+            for idx in torch.nonzero(item, as_tuple=True):
                 advanced.append((len(layout), dim, idx))
                 layout.append(("dim", dim))
                 dim += 1
@@ -126,7 +127,7 @@ def _flat_index(ctx, advanced: list, size: list):
     flat = None
     for (_, a, idx), s in zip(advanced, strides):
         term = _wrap_index(ctx, idx, size[a])
-        term = ctx.trt(term, trt.DataType.INT64) if isinstance(term, torch.Tensor) else ctx.cast(term, trt.DataType.INT64)
+        term = ctx.trt(term, trt.DataType.INT64)
         if s != 1:
             term = ctx.elementwise(term, s, Op.PROD)
         flat = term if flat is None else ctx.elementwise(flat, term, Op.SUM)

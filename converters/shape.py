@@ -197,10 +197,13 @@ def split(ctx, call):
 
 
 @converter("torch.tensor_split", "torch.Tensor.tensor_split",
-           signature="input, indices_or_sections=None, dim=0, *, sections=None, indices=None, tensor_indices_or_sections=None")
+           signature="input, indices_or_sections=None, dim=0, *, sections=None, indices=None, "
+                     "tensor_indices_or_sections=None")
 def tensor_split(ctx, call):
     given = [call.arg(n) for n in ("indices_or_sections", "indices", "tensor_indices_or_sections", "sections")]
     spec = next(v for v in given if v is not None)
+    if ctx.is_traced(spec):
+        raise ConversionError("tensor_split at indices computed in the network has a data-dependent shape")
     if isinstance(spec, torch.Tensor):
         spec = spec.tolist()
     if isinstance(spec, int):
@@ -247,6 +250,8 @@ def unbind(ctx, call):
 def narrow(ctx, call):
     x = ctx.trt(call.arg("input"))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
+    if ctx.is_traced(call.arg("start")):
+        raise ConversionError("narrow at a start computed in the network; write int(start) to freeze it")
     start = int(call.arg("start"))
     return _piece(ctx, x, axis, start % x.shape[axis] if start < 0 else start, int(call.arg("length")))
 
