@@ -118,6 +118,9 @@ class ConversionContext:
                 itensor = self._tensor_constant(value)
             elif self.fp32_region and itensor.dtype in (trt.DataType.HALF, trt.DataType.BF16):
                 itensor = self.cast(itensor, trt.DataType.FLOAT)
+            elif itensor.dtype == trt.DataType.FLOAT and value.dtype == torch.float32:
+                # a float32 result of a kept op is cast down only when a reduced-precision op reads it
+                itensor = self.cast(itensor, self.dtype_for(value.dtype))
         elif isinstance(value, (bool, int, float, np.number)):
             return self.scalar(value, dtype)
         elif hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "name"):  # already an ITensor

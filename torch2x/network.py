@@ -108,7 +108,9 @@ def _mark_outputs(ctx: ConversionContext, tracer: Tracer, tensors: list, names: 
     for name, t in zip(names, tensors):
         if tracer.is_poisoned(t):
             raise UnsupportedOperatorError(report, f"Output {name!r} depends on them.")
-        itensor = ctx.trt(t)  # an untraced output (a buffer, a constant) becomes a constant
+        itensor = ctx.lookup(t)
+        if itensor is None:
+            itensor = ctx.trt(t)  # an untraced output (a buffer, a constant) becomes a constant
         itensor = ctx.cast(itensor, to_trt(t.dtype))  # reduced precision inside, the module's dtype outside
         if itensor.name in marked or itensor.name in inputs or itensor.is_network_output:
             itensor = ctx.network.add_identity(itensor).get_output(0)

@@ -22,6 +22,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .context import ConversionContext, ConversionError
+from .flavour import trt
 from .registry import Call, lookup, signature_of
 from .report import ConversionReport, describe_value
 
@@ -408,7 +409,10 @@ class Tracer:
                 shape = tuple(it.shape)
                 if len(shape) != t.dim() or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
                     raise ConversionError(f"converter bug: network shape {shape}, PyTorch gives {tuple(t.shape)}")
-                bindings.append((t, ctx.cast(it, t.dtype)))
+                expected = ctx.dtype_for(t.dtype)
+                if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
+                    it = ctx.cast(it, expected)  # (float32 results stay so until a reduced op reads them)
+                bindings.append((t, it))
         except Exception as exc:  # noqa: BLE001 -- any failure becomes a report entry, never a deep traceback
             log.debug("converter for %s failed at %s", qualname, path or "<root>", exc_info=True)
             reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
