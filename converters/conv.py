@@ -73,11 +73,12 @@ def _convolution(n: int, transposed: bool):
         extend = tuple(max(-p, 0) for p in post)
         post = tuple(max(p, 0) for p in post)
         if _host_weights(ctx, call, x, n, transposed, extend):
-            return _convolution_with_weights(ctx, call, ctx.spatial_layout(x, n), kernel, stride, dilation, pre,
-                                             post, groups)
+            xs = ctx.quantize_input(call, "input", ctx.spatial_layout(x, n))
+            return _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post, groups)
         # Otherwise the kernel is the layer's second input: it also serves kernels computed in the
         # forward pass (weight standardization, tied weights) and types numpy cannot hold (bfloat16).
-        kernel_t = ctx.trt(weight, x.dtype)
+        # Transposed kernels hold the output channels on axis 1 (their int8 scales go there).
+        kernel_t = ctx.quantized_weights(weight, x.dtype, 1 if transposed else 0)
         if n == 1:  # TensorRT convolves 2-d or 3-d windows only
             kernel_t = ctx.reshape(kernel_t, tuple(weight.shape) + (1,))
             kernel, stride, dilation = kernel + (1,), stride + (1,), dilation + (1,)
@@ -87,7 +88,7 @@ def _convolution(n: int, transposed: bool):
             kernel_t = _dilate_kernel(ctx, kernel_t, dilation)
             kernel = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
             dilation = (1,) * len(dilation)
-        xs = ctx.spatial_layout(x, n)
+        xs = ctx.quantize_input(call, "input", ctx.spatial_layout(x, n))
         if transposed:
             maps = weight.shape[1] * groups
             layer = ctx.network.add_deconvolution_nd(xs, maps, kernel, trt.Weights(), trt.Weights())
@@ -128,20 +129,27 @@ def _host_weights(ctx, call, x, n: int, transposed: bool, extend: tuple) -> bool
 def _convolution_with_weights(ctx, call, xs, kernel, stride, dilation, pre, post, groups):
     weight, bias = call.arg("weight").detach(), call.arg("bias")
     bias = bias.detach() if bias is not None else weight.new_zeros(weight.shape[0])
-    layer = ctx.network.add_convolution_nd(xs, weight.shape[0], kernel, ctx.weights(weight, xs.dtype),
+    # int8: the kernel is a Q/DQ'd input whose values and scales are written when the network is
+    # finished (Quantizer.finalize), after a following batch norm has folded into the kernel.
+    quantized = ctx.quantizer is not None
+    layer = ctx.network.add_convolution_nd(xs, weight.shape[0], kernel,
+                                           trt.Weights() if quantized else ctx.weights(weight, xs.dtype),
                                            ctx.weights(bias, xs.dtype))
     layer.stride_nd, layer.dilation_nd, layer.num_groups = stride, dilation, groups
     layer.pre_padding, layer.post_padding = pre, post
     y = layer.get_output(0)
-    ctx.foldable[y.name] = FoldableConvolution(layer, weight, bias)
+    foldable = ctx.foldable[y.name] = FoldableConvolution(layer, weight, bias, kernel_input=quantized)
+    if quantized:
+        ctx.quantizer.defer_kernel(ctx, foldable)
     return ctx.reshape(y, call.output.shape)
 
 
 class FoldableConvolution:
     """A convolution whose weights a following per-channel affine op (batch norm) may fold in."""
 
-    def __init__(self, layer, weight, bias):
+    def __init__(self, layer, weight, bias, kernel_input: bool = False):
         self.layer, self.weight, self.bias = layer, weight, bias
+        self.kernel_input = kernel_input  # the kernel is set later as input 1 from self.weight
 
     def fold(self, ctx, scale, shift) -> None:
         """Make the layer compute ``conv(x) * scale + shift`` per output channel."""
@@ -149,7 +157,8 @@ class FoldableConvolution:
         # in float64, so the folded weights are as exact as the network's type allows
         self.weight = self.weight.double() * scale.reshape((-1,) + (1,) * (self.weight.dim() - 1))
         self.bias = self.bias.double() * scale + shift
-        self.layer.kernel = ctx.weights(self.weight, dtype)
+        if not self.kernel_input:
+            self.layer.kernel = ctx.weights(self.weight, dtype)
         self.layer.bias = ctx.weights(self.bias, dtype)
 
 

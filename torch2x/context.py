@@ -7,7 +7,8 @@ and axes. Nothing here is specific to one op.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ class ConversionContext:
         self.retired: dict[int, tuple] = {}  # id(torch tensor) -> (tensor, why its network tensor is gone)
         self._call_name = "op"
         self._call_layers = 0
+        self.quantizer: Any = None  # a torch2x.quantization.Quantizer in an int8 conversion
 
     # --- naming -------------------------------------------------------------------
     def begin_call(self, module_path: str, op: str) -> None:
@@ -77,6 +79,22 @@ class ConversionContext:
         self._layer_names[base] = n + 1
         self._call_name = base if n == 0 else f"{base}_{n}"
         self._call_layers = 0
+
+    @property
+    def call_name(self) -> str:
+        """The name of the call being converted (``layer1.0.conv1/conv2d``, ``_1`` on repeats): its first
+        layer's name, and the key of its INT8 calibration."""
+        return self._call_name
+
+    @contextmanager
+    def layer_names(self, name: str) -> Iterator[None]:
+        """Layers added inside the block are named ``name``, ``name.1``...; then the call's naming resumes."""
+        saved = self._call_name, self._call_layers
+        self._call_name, self._call_layers = name, 0
+        try:
+            yield
+        finally:
+            self._call_name, self._call_layers = saved
 
     def _name_layer(self, layer: "trt.ILayer") -> None:
         name = self._call_name if self._call_layers == 0 else f"{self._call_name}.{self._call_layers}"
@@ -184,6 +202,20 @@ class ConversionContext:
         array = np.ascontiguousarray(t.numpy())
         self._keepalive.append(array)
         return trt.Weights(array)
+
+    def quantize_input(self, call: Any, operand: str, itensor: "trt.ITensor") -> "trt.ITensor":
+        """In an int8 conversion, ``itensor`` (the network value of ``call``'s argument ``operand``)
+        through a calibrated Quantize/Dequantize pair when the call and operand are quantizable
+        (``torch2x.quantization.QUANTIZABLE``, a traced float value); otherwise ``itensor`` itself.
+        Example: ``x = ctx.quantize_input(call, "input", ctx.trt(call.arg("input")))``."""
+        return itensor if self.quantizer is None else self.quantizer.quantize_input(self, call, operand, itensor)
+
+    def quantized_weights(self, weight: torch.Tensor, dtype: "trt.DataType", axis: int = 0) -> "trt.ITensor":
+        """A weight (parameter) as a network tensor of type ``dtype``; in an int8 conversion through a
+        Quantize/Dequantize pair per output channel along ``axis`` (``max|w| / 127``)."""
+        if self.quantizer is None or self.is_traced(weight):
+            return self.trt(weight, dtype)
+        return self.quantizer.quantized_weights(self, weight, dtype, axis)
 
     def retire(self, tensor: torch.Tensor, why: str) -> None:
         """``tensor``'s network value was rewritten (a convolution folded with its batch norm): a later

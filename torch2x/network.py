@@ -9,6 +9,7 @@ import torch
 
 from . import flavour
 from . import progress as progress_mod
+from . import quantization
 from .context import ConversionContext
 from .dtypes import to_torch, to_trt
 from .flavour import trt
@@ -131,7 +132,9 @@ def _names(given: Optional[Sequence[str]], count: int, prefix: str) -> list:
 def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: bool = False,
                   input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None,
                   max_workspace_size: Optional[int] = None, strict: bool = True,
-                  keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None) -> ConvertedNetwork:
+                  keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None,
+                  int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
+                  calibration_algorithm: str = "entropy", calibration_cache: Any = None) -> ConvertedNetwork:
     """Trace ``module(*inputs)`` once and build the strongly typed TensorRT network.
 
     Example::
@@ -143,9 +146,17 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     ``strict=True`` raises :class:`UnsupportedOperatorError` when any traced call could
     not be converted; ``strict=False`` only when a network output depends on one.
     ``progress`` shows conversion progress over the top-level modules (default: on a terminal).
+
+    ``int8=True`` quantizes convolutions, linear layers and matrix products explicitly (Q/DQ layers,
+    see :mod:`torch2x.quantization`); the rest runs in float32, or in float16 with ``fp16=True``.
+    Activation ranges come from ``calibration_data`` (batches of inputs like ``inputs``, or single
+    tensors; ``calibration_algorithm`` "entropy", "percentile" or "max"), saved to
+    ``calibration_cache`` when it is given, or from an existing ``calibration_cache`` alone.
     """
     if not isinstance(inputs, (list, tuple)):
         raise TypeError("inputs must be a list or tuple of the module's positional arguments, e.g. [x]")
+    if not int8 and (calibration_data is not None or calibration_cache is not None):
+        raise ValueError("calibration_data and calibration_cache are for int8=True conversions")
     started = time.perf_counter()
     builder = trt.Builder(LOGGER)
     network = flavour.create_network(builder)
@@ -166,6 +177,10 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     top = list(module.named_children()) if isinstance(module, torch.nn.Module) else []
     shown = progress_mod.ModuleProgress(len(top)) if top and progress_mod.wanted(progress) else None
     try:
+        if int8:
+            ctx.quantizer = quantization.prepare(module, calibration_data=calibration_data,
+                                                 calibration_algorithm=calibration_algorithm,
+                                                 calibration_cache=calibration_cache)
         with torch.no_grad(), Tracer(ctx, module if isinstance(module, torch.nn.Module) else None, report) as tracer:
             tracer.on_top_module_done = shown.module_done if shown else None
             outputs = module(*inputs)
@@ -181,11 +196,13 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     report.num_layers = network.num_layers
     if report.unsupported and strict:
         raise UnsupportedOperatorError(report)
+    if ctx.quantizer is not None:
+        ctx.quantizer.finalize(ctx)
     _mark_outputs(ctx, tracer, out_tensors, out_names, report)
     report.num_layers = network.num_layers
     module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts, _ in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
-                            max_workspace_size, "fp16" if fp16 else "bf16" if bf16 else "fp32",
+                            max_workspace_size, ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32"),
                             module_outputs, time.perf_counter() - started)
 
 
