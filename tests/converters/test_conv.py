@@ -10,14 +10,11 @@ from torch2x.registry import lookup
 
 
 def fn(name):
-    """F.<name> looked up at call time: a function object taken before tracing is not intercepted."""
-    return lambda *args, **kwargs: getattr(F, name)(*args, **kwargs)
+    """F.<name>; a reference taken before tracing is converted too (the tracer's bypass watch)."""
+    return getattr(F, name)
 
 
-def check(model, *inputs, **options):
-    net = check_module(model, *inputs, **options)
-    assert net.report.converted_calls > 0, "nothing was converted: the output is a constant"
-    return net
+check = check_module  # asserts that calls were converted, so a constant output cannot pass
 
 
 CONV = {n: fn(f"conv{n}d") for n in (1, 2, 3)}
