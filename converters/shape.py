@@ -48,9 +48,8 @@ def _dims_arg(call, name: str) -> list:
            "torch.view_copy", "torch.squeeze_copy", "torch.unsqueeze_copy",
            signature="input, *args, **kwargs")
 def reshape(ctx, call):
-    out = call.output if isinstance(call.output, torch.Tensor) else call.args[0]
-    source = call.arg("input")
-    if isinstance(out, (tuple, list)) or not isinstance(source, torch.Tensor):
+    out, source = call.output, call.arg("input")
+    if not (isinstance(out, torch.Tensor) and isinstance(source, torch.Tensor)):
         raise ConversionError(f"{call.name} of several tensors is not supported; call it on each tensor")
     if out.dtype != source.dtype:
         raise ConversionError(f"{call.name} reinterprets {source.dtype} bits as {out.dtype}; TensorRT has no bitcast")
