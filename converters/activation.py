@@ -53,7 +53,8 @@ def leaky_relu(ctx, call):
 
 @converter("torch.nn.functional.rrelu", "torch.nn.functional.rrelu_",
            signature="input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False")
-@converter("torch.rrelu", "torch.rrelu_", signature="input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None")
+@converter("torch.rrelu", "torch.rrelu_",
+           signature="input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None")
 def rrelu(ctx, call):
     # In eval mode RReLU is a leaky ReLU with the mean of its random slope range.
     if call.arg("training"):
@@ -164,7 +165,8 @@ def softshrink(ctx, call):
     return ctx.elementwise(x, ctx.activation(x, Act.CLIP, alpha=-lambd, beta=lambd), Op.SUB)
 
 
-@converter("torch.nn.functional.hardshrink", "torch.hardshrink", "torch.Tensor.hardshrink", signature="input, lambd=0.5")
+@converter("torch.nn.functional.hardshrink", "torch.hardshrink", "torch.Tensor.hardshrink",
+           signature="input, lambd=0.5")
 def hardshrink(ctx, call):
     x = ctx.trt(call.arg("input"))
     keep = ctx.elementwise(ctx.unary(x, Un.ABS), float(call.arg("lambd")), Op.GREATER)

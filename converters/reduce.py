@@ -257,8 +257,8 @@ converter("torch.linalg.norm", signature="input, ord=None, dim=None, keepdim=Fal
           fp32=True)(_norm("ord", 2))
 
 
-@converter(*aliases("logsumexp", inplace=False), "torch.special.logsumexp", signature="input, dim, keepdim=False, *, out=None",
-           fp32=True)
+@converter(*aliases("logsumexp", inplace=False), "torch.special.logsumexp",
+           signature="input, dim, keepdim=False, *, out=None", fp32=True)
 def logsumexp(ctx, call):
     dtype = out_type(ctx, call)
     x = ctx.trt(call.arg("input"), dtype)
@@ -382,7 +382,9 @@ def _sort(indices_only):
         n = tuple(x.shape)[axis] if x.shape else 1
         values, indices = _top(ctx, x, n, axis, bool(call.arg("descending")))
         shape = tuple(x.shape)
-        return ctx.reshape(indices, shape) if indices_only else (ctx.reshape(values, shape), ctx.reshape(indices, shape))
+        if indices_only:
+            return ctx.reshape(indices, shape)
+        return ctx.reshape(values, shape), ctx.reshape(indices, shape)
 
     return convert
 

@@ -166,7 +166,8 @@ def test_clamp(fn):
 
 
 @pytest.mark.parametrize("fn", [
-    lambda x, y: torch.where(x > 0, x, y), lambda x, y: torch.where(x > 0, x, 0.0), lambda x, y: torch.where(x > 0, 1.0, y),
+    lambda x, y: torch.where(x > 0, x, y), lambda x, y: torch.where(x > 0, x, 0.0),
+    lambda x, y: torch.where(x > 0, 1.0, y),
     lambda x, y: x.where(x > y, y), lambda x, y: x.masked_fill(x > 0.5, -1.0), lambda x, y: x.masked_fill(y < 0, 0),
     lambda x, y: x.masked_fill(x > 0, torch.tensor(2.5)), lambda x, y: torch.where(x > 0, 1, 0),
 ], ids=["where", "where_scalar_other", "where_scalar_input", "method", "masked_fill", "masked_fill_int_value",
@@ -177,7 +178,8 @@ def test_where(fn):
 
 _UNARY = {
     "abs": late("abs"), "neg": late("neg"), "dunder_neg": operator.neg, "dunder_abs": operator.abs, "exp": late("exp"),
-    "sin": late("sin"), "cos": late("cos"), "tan": late("tan"), "atan": late("atan"), "sinh": late("sinh"), "cosh": late("cosh"),
+    "sin": late("sin"), "cos": late("cos"), "tan": late("tan"), "atan": late("atan"), "sinh": late("sinh"),
+    "cosh": late("cosh"),
     "tanh": late("tanh"), "erf": late("erf"), "floor": late("floor"), "ceil": late("ceil"), "round": late("round"),
     "trunc": late("trunc"), "fix": late("fix"), "frac": late("frac"), "sign": late("sign"), "sgn": late("sgn"),
     "sigmoid": late("sigmoid"), "square": late("square"), "expm1": late("expm1"), "exp2": late("exp2"),
@@ -244,7 +246,8 @@ def test_float_classes(x):
 @pytest.mark.parametrize("fn", grouped([
     lambda x: x.float(), lambda x: x.half(), lambda x: x.int(), lambda x: x.long(), lambda x: x.bool(),
     lambda x: x.to(torch.int32), lambda x: x.to("cpu", torch.float16), lambda x: x.to(dtype=torch.int64),
-    lambda x: x.type(torch.int32), lambda x: x.type_as(torch.zeros(1, dtype=torch.int64)), lambda x: (x.double() * 2).float(),
+    lambda x: x.type(torch.int32), lambda x: x.type_as(torch.zeros(1, dtype=torch.int64)),
+    lambda x: (x.double() * 2).float(),
     lambda x: x.to(torch.zeros(1, dtype=torch.bool)), lambda x: x.to("cpu"), lambda x: x.contiguous() + 1,
     lambda x: x.clone() * 2, lambda x: x.detach() - 1, lambda x: torch.clone(x) / 2, lambda x: x.cpu() + 0,
 ], ["float", "half", "int", "long", "bool", "to_dtype", "to_device_dtype", "to_kw", "type", "type_as",

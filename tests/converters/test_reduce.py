@@ -126,7 +126,8 @@ def test_softmax_family(dim, shape):
 
 
 @pytest.mark.parametrize("fn", [
-    lambda x: torch.softmax(x, 1), lambda x: x.softmax(-1), lambda x: x.log_softmax(1), lambda x: torch.log_softmax(x, 0),
+    lambda x: torch.softmax(x, 1), lambda x: x.softmax(-1), lambda x: x.log_softmax(1),
+    lambda x: torch.log_softmax(x, 0),
     lambda x: F.softmax(x, 1, dtype=torch.float32), lambda x: torch.special.softmax(x, 2),
     lambda x: torch.nn.Softmax(dim=1)(x), lambda x: torch.nn.LogSoftmax(dim=-1)(x), lambda x: torch.nn.Softmin(1)(x),
     lambda x: torch.nn.Softmax2d()(x), lambda x: F.softmax(x, dim=None, _stacklevel=5),
