@@ -238,22 +238,6 @@ def _setitem(ctx, target, index, value):
     return ctx.reshape(layer.get_output(0), shape)
 
 
-def _write_through(ctx, view, updated):
-    """Also write a view's new values into its traced base (``y[0][1] = v`` changes ``y``)."""
-    base = view._base
-    if base is None or not ctx.is_traced(base):
-        return updated
-    if not (base.is_contiguous() and base.storage_offset() == 0):
-        raise ConversionError("writing into a view of a non-contiguous tensor; clone the tensor first")
-    positions = torch.arange(base.numel()).as_strided(view.shape, view.stride(), view.storage_offset())
-    flat = ctx.reshape(ctx.trt(base), (base.numel(),))
-    layer = ctx.network.add_scatter(flat, ctx.constant(positions.reshape(-1), trt.DataType.INT64),
-                                    ctx.reshape(updated, (view.numel(),)), trt.ScatterMode.ELEMENT)
-    layer.axis = 0
-    ctx.bind(base, ctx.reshape(layer.get_output(0), _shape(base)))
-    return updated
-
-
 def _scatter_along(ctx, x, shape, items, value, dtype):
     """``x[:, idx] = value`` with one 0-D/1-D index tensor (constant or computed): an element scatter."""
     tensors = [(a, it) for a, it in enumerate(items) if isinstance(it, torch.Tensor)]
@@ -282,7 +266,7 @@ def _scatter_along(ctx, x, shape, items, value, dtype):
 @converter("torch.Tensor.__setitem__", signature="input, index, value")
 def setitem(ctx, call):
     target = call.arg("input")
-    return _write_through(ctx, target, _setitem(ctx, target, call.arg("index"), call.arg("value")))
+    return _setitem(ctx, target, call.arg("index"), call.arg("value"))  # the tracer writes views through
 
 
 @converter("torch.Tensor.index_put_", "torch.Tensor.index_put", "torch.index_put", "torch.index_put_",
@@ -292,7 +276,7 @@ def index_put(ctx, call):
         raise ConversionError("index_put with accumulate=True (TensorRT's scatter has no reduction)")
     target = call.arg("input")
     index = tuple(slice(None) if i is None else i for i in call.arg("indices"))
-    return _write_through(ctx, target, _setitem(ctx, target, index, call.arg("values")))
+    return _setitem(ctx, target, index, call.arg("values"))
 
 
 @converter("torch.index_copy", "torch.Tensor.index_copy", "torch.Tensor.index_copy_",

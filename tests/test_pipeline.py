@@ -236,3 +236,24 @@ def test_trtmodule_moves_like_a_module_but_not_to_cpu_or_another_dtype():
         model_trt.cpu()
     with pytest.raises(torch2x.TRTModuleError, match=r"types are fixed at build time.*\.to\(torch.float16\)"):
         model_trt.to(torch.float16)
+
+
+def test_in_place_op_on_a_view_writes_through_to_the_base():
+    def fn(x):
+        y = x * 1
+        y[0].add_(1)        # an in-place op on a view changes y
+        y[:, :2] *= 2       # augmented assignment on a slice
+        return y
+
+    check_module(fn, torch.randn(3, 4))
+
+
+def test_reading_a_view_that_missed_a_write_is_reported():
+    def fn(x):
+        y = x * 1
+        first, second = y[0], y[1:]
+        first.add_(1)       # written through to y, but `second` was taken before
+        return y, second.t()
+
+    rep = torch2x.report(fn, [torch.randn(3, 4)])
+    assert "modified in place through a view" in rep.unsupported["torch.Tensor.t"].reason

@@ -217,6 +217,20 @@ class ConversionContext:
             return self.trt(weight, dtype)
         return self.quantizer.quantized_weights(self, weight, dtype, axis)
 
+    def write_through(self, view: torch.Tensor, base: torch.Tensor) -> "trt.ITensor":
+        """``base``'s network value with ``view``'s current one scattered into it: the network side of an
+        in-place write through a view (``y[0].add_(1)`` changes ``y``). Positions come from the view's
+        real strides, so any view of a contiguous base works."""
+        if not (base.is_contiguous() and base.storage_offset() == 0):
+            raise ConversionError("writing into a view of a non-contiguous tensor; clone the tensor first")
+        positions = torch.arange(base.numel()).as_strided(view.shape, view.stride(), view.storage_offset())
+        flat = self.reshape(self.trt(base), (base.numel(),))
+        updates = self.reshape(self.trt(view, flat.dtype), (view.numel(),))
+        layer = self.network.add_scatter(flat, self.constant(positions.reshape(-1), trt.DataType.INT64), updates,
+                                         trt.ScatterMode.ELEMENT)
+        layer.axis = 0
+        return self.reshape(layer.get_output(0), tuple(base.shape))
+
     def retire(self, tensor: torch.Tensor, why: str) -> None:
         """``tensor``'s network value was rewritten (a convolution folded with its batch norm): a later
         read of it is reported with ``why`` instead of silently reading the new value."""

@@ -109,6 +109,10 @@ def _mark_outputs(ctx: ConversionContext, tracer: Tracer, tensors: list, names: 
     for name, t in zip(names, tensors):
         if tracer.is_poisoned(t):
             raise UnsupportedOperatorError(report, f"Output {name!r} depends on them.")
+        if tracer.reads_stale(t):
+            report.add_unsupported("output", "", f"output {name!r} was modified in place through another view, "
+                                   "which the network cannot follow; clone before the in-place op", name)
+            raise UnsupportedOperatorError(report)
         itensor = ctx.lookup(t)
         if itensor is None:
             itensor = ctx.trt(t)  # an untraced output (a buffer, a constant) becomes a constant

@@ -423,14 +423,33 @@ class Tracer:
             ctx.fp32_region = False
         for t, it in bindings:
             ctx.bind(t, it)
+            if t._base is not None and id(t._base) in self._stale_bases:  # a view taken after the write
+                self._stale_bases[id(t._base)][1].add(id(t))
         if len(ctx.retired) != self._retired_seen:  # module outputs whose value was folded away: not comparable
             self._retired_seen = len(ctx.retired)
             gone = {id(t) for t, _ in ctx.retired.values()}
             self.module_outputs = [(p, [None if i in gone else n for i, n in zip(ids, names)], ids)
                                    for p, names, ids in self.module_outputs]
         if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
-            base = args[0]._base
-            entry = self._stale_bases.setdefault(id(base), (base, set()))
-            entry[1].add(id(args[0]))
+            self._written_through_view(args[0])
         self.report.converted_calls += 1
         return out
+
+    def _written_through_view(self, view: torch.Tensor) -> None:
+        """An in-place op changed ``view``: write its new value into the traced base as well. Other views
+        of that base taken earlier keep their old network value, so reading them is reported (and the
+        base too, when the write cannot be expressed)."""
+        base = view._base
+        entry = self._stale_bases.setdefault(id(base), (base, set()))
+        entry[1].add(id(view))
+        if self.ctx.lookup(base) is None:
+            return
+        try:
+            self.ctx.bind(base, self.ctx.write_through(view, base))
+            entry[1].add(id(base))
+        except ConversionError as exc:
+            log.debug("cannot write %s through to its base: %s", self.module_path, exc)
+
+    def reads_stale(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor``'s network value missed an in-place write made through another view."""
+        return self._reads_stale([tensor])
