@@ -139,7 +139,7 @@ def calibrate(module: Any, calibration_data: Iterable[Any], algorithm: str = "en
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown calibration_algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
-    collector = collector or HistogramCollector()
+    collector = HistogramCollector() if collector is None else collector
     mod = module if isinstance(module, torch.nn.Module) else None
     count = 0
     for batch in _batches(calibration_data):
@@ -168,12 +168,14 @@ class Quantizer:
     def __init__(self, cache: CalibrationCache, source: str = "calibration cache"):
         self.cache = cache
         self.source = source
+        self.missing: list = []  # activation keys the cache has no scale for
         self._deferred: list = []  # (FoldableConvolution, kernel constant layer, scale constant layer)
 
-    def activation_scale(self, key: str) -> float:
+    def activation_scale(self, key: str) -> Optional[float]:
+        """``amax / 127`` of ``key``, or None (remembered for :meth:`finalize`) when the cache lacks it."""
         if key not in self.cache.amax:
-            raise KeyError(f"the {self.source} has no scale for layer {key!r}: calibrate again "
-                           "(pass calibration_data=...) for this model")
+            self.missing.append(key)
+            return None
         amax = self.cache.amax[key]
         if isinstance(amax, list):
             raise ValueError(f"the {self.source} holds per-channel values for activation {key!r}")
@@ -188,6 +190,8 @@ class Quantizer:
             return itensor
         key = activation_key(ctx.call_name, operand, names)
         scale = self.activation_scale(key)
+        if scale is None:
+            return itensor
         return qdq(ctx, itensor, _array(ctx, torch.tensor(scale)), f"{ctx.call_name}/{operand}", None)[0]
 
     def quantized_weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: "trt.DataType",
@@ -214,7 +218,11 @@ class Quantizer:
         self._deferred.append((foldable, const, scale_layer))
 
     def finalize(self, ctx: ConversionContext) -> None:
-        """Write the final (folded) kernels and their scales into the deferred kernel constants."""
+        """Write the final (folded) kernels and their scales into the deferred kernel constants; raise
+        ``ValueError`` naming every layer the calibration had no scale for."""
+        if self.missing:
+            raise ValueError(f"the {self.source} has no activation scale for layer(s) {', '.join(self.missing)}: "
+                             "calibrate again for this model (pass calibration_data=...)")
         for foldable, const, scale_layer in self._deferred:
             w = foldable.weight.detach().to("cpu", torch.float32)
             const.weights = _array(ctx, w)
