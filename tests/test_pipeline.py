@@ -257,3 +257,12 @@ def test_reading_a_view_that_missed_a_write_is_reported():
 
     rep = torch2x.report(fn, [torch.randn(3, 4)])
     assert "modified in place through a view" in rep.unsupported["torch.Tensor.t"].reason
+
+
+def test_indexing_is_converted_and_torch_still_takes_0d_tensors_as_scalars():
+    def fn(x):
+        return torch.tensor([x[0].item(), 2.0]) + x[:2] * x[None, 0]
+
+    rep = torch2x.report(fn, [torch.randn(3)])
+    assert rep.ok and rep.converted_calls >= 4  # x[0], x[:2], x[None, 0], mul, add
+    assert "torch.Tensor.item" in rep.data_dependent

@@ -66,6 +66,9 @@ _SKIP_FUNCTIONS = {
 # Private torch functions that public modules call on their fused paths (nn.MultiheadAttention in eval;
 # nn.TransformerEncoder packs padded batches into nested tensors, which must be reported, not missed).
 _PRIVATE_TORCH = {"_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_nested_tensor_from_mask"}
+# Intercepted by the bypass watch only: assigning __getitem__ on torch.Tensor gives the type a sequence
+# slot, and torch then takes 0-d tensors for sequences (torch.tensor([x[0], x[1]]) fails inside torch).
+_WATCH_ONLY = {"__getitem__", "__setitem__"}
 # Calls whose Python result is read from tensor values: the trace freezes it.
 DATA_DEPENDENT = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"}
 
@@ -98,7 +101,18 @@ def traceable(qualname: str) -> Callable[[Callable], Callable]:
 
 
 def _targets() -> list:
-    """Every (owner, attribute, qualified name) the tracer wraps."""
+    """Every (owner, attribute, qualified name, is a property) the tracer wraps."""
+    out = list(_torch_targets())
+    for owner, name, qualname in _EXTRA_TARGETS:
+        owner = sys.modules.get(owner) if isinstance(owner, str) else owner
+        if owner is not None and getattr(owner, name, None) is not None:
+            out.append((owner, name, qualname, False))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_targets() -> tuple:
+    """The torch namespaces' targets: scanned once per process (the scan costs more than the patching)."""
     out = []
     for owner, prefix in ((torch, "torch"), (torch.nn.functional, "torch.nn.functional"), (torch.special, "torch.special"), (torch.linalg, "torch.linalg"), (torch.fft, "torch.fft")):
         for name in dir(owner):
@@ -117,11 +131,7 @@ def _targets() -> list:
             out.append((torch.Tensor, name, f"torch.Tensor.{name}", False))
     for name in ("__eq__", "__ne__"):
         out.append((torch.Tensor, name, f"torch.Tensor.{name}", False))
-    for owner, name, qualname in _EXTRA_TARGETS:
-        owner = sys.modules.get(owner) if isinstance(owner, str) else owner
-        if owner is not None and getattr(owner, name, None) is not None:
-            out.append((owner, name, qualname, False))
-    return out
+    return tuple(out)
 
 
 def _wrap(original: Callable, qualname: str) -> Callable:
@@ -160,6 +170,9 @@ def _install() -> None:
         if _install_count == 0:
             try:
                 for owner, name, qualname, is_property in _targets():
+                    if owner is torch.Tensor and name in _WATCH_ONLY:
+                        _ORIGINAL_NAMES.setdefault(id(getattr(owner, name)), qualname)
+                        continue
                     original = owner.__dict__.get(name, _ABSENT)
                     current = inspect.getattr_static(owner, name)
                     patched = _wrap_property(current, qualname) if is_property else _wrap(getattr(owner, name), qualname)
