@@ -43,6 +43,9 @@ class ConvertedNetwork:
     precision: str = "fp32"
     module_outputs: list = field(default_factory=list)  # (module path, network tensor names) for checks
     conversion_seconds: float = 0.0
+    # Host arrays TensorRT points to (layer.kernel/bias and constant weights set after the layer was
+    # added: batch-norm folding, int8 kernels); the bindings do not keep those alive.
+    host_arrays: list = field(default_factory=list, repr=False)
 
     def feeds(self, *inputs: Any) -> dict:
         """The interpreter's input dict for positional ``inputs`` laid out like the example's."""
@@ -207,7 +210,7 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts, _ in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
                             max_workspace_size, ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32"),
-                            module_outputs, time.perf_counter() - started)
+                            module_outputs, time.perf_counter() - started, ctx._keepalive)
 
 
 def report(module: Any, inputs: Sequence[Any], **options: Any) -> ConversionReport:
