@@ -50,7 +50,7 @@ QUANTIZABLE: dict = {
     **{f"{p}.conv_transpose{n}d": _CONV for n in (1, 2, 3) for p in ("torch", "torch.nn.functional")},
     "torch.nn.functional.linear": _CONV,
     **{name: _MATMUL for name in ("torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__",
-                                  "torch.linalg.matmul", "torch.Tensor.__rmatmul__")},
+                                  "torch.linalg.matmul")},
     **{name: _MM for name in ("torch.mm", "torch.Tensor.mm", "torch.bmm", "torch.Tensor.bmm")},
 }
 
