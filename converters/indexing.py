@@ -10,15 +10,11 @@ import math
 
 import torch
 
-from torch2x.context import ConversionError
+from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter
 
 Op = trt.ElementWiseOperation
-
-
-def _shape(t) -> tuple:
-    return tuple(int(s) for s in t.shape)
 
 
 def _wrap_index(ctx, index, size: int):
@@ -198,7 +194,7 @@ def _getitem(ctx, source, index, out_shape):
 
 @converter("torch.Tensor.__getitem__", signature="input, index")
 def getitem(ctx, call):
-    return _getitem(ctx, call.arg("input"), call.arg("index"), _shape(call.output))
+    return _getitem(ctx, call.arg("input"), call.arg("index"), sizes(call.output))
 
 
 # ----------------------------------------------------------------------------- writes
@@ -206,7 +202,7 @@ def getitem(ctx, call):
 def _setitem(ctx, target, index, value):
     x = ctx.trt(target)
     dtype = ctx.dtype_for(target.dtype)
-    shape = _shape(target)
+    shape = sizes(target)
     scalar_like = not isinstance(value, torch.Tensor) or value.numel() == 1
     keys = index if isinstance(index, tuple) else (index,)
     traced = [k for k in keys if isinstance(k, torch.Tensor) and ctx.is_traced(k)]
@@ -217,7 +213,7 @@ def _setitem(ctx, target, index, value):
         if not (len(keys) == 1 and scalar_like):
             raise ConversionError("writing through a mask computed in the network is supported only as "
                                   "x[mask] = scalar")
-        cond = ctx.reshape(ctx.trt(mask), _shape(mask) + (1,) * (len(shape) - mask.dim()))
+        cond = ctx.reshape(ctx.trt(mask), sizes(mask) + (1,) * (len(shape) - mask.dim()))
         v = ctx.reshape(ctx.trt(value, dtype), ())
         cond, v, x = ctx.broadcast(cond, v, x)
         return ctx.network.add_select(cond, v, x).get_output(0)
@@ -230,7 +226,7 @@ def _setitem(ctx, target, index, value):
         v = ctx.reshape(ctx.trt(value, dtype), ())
         cond, v, x = ctx.broadcast(cond, v, x)
         return ctx.network.add_select(cond, v, x).get_output(0)
-    updates = ctx.reshape(ctx.expand(ctx.trt(value, dtype), _shape(positions)), (positions.numel(),))
+    updates = ctx.reshape(ctx.expand(ctx.trt(value, dtype), sizes(positions)), (positions.numel(),))
     flat = ctx.reshape(x, (math.prod(shape),))
     layer = ctx.network.add_scatter(flat, ctx.constant(positions.reshape(-1), trt.DataType.INT64), updates,
                                     trt.ScatterMode.ELEMENT)
@@ -286,7 +282,7 @@ def index_copy(ctx, call):
     x = ctx.trt(target)
     items = [slice(None)] * target.dim()
     items[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
-    return _scatter_along(ctx, x, _shape(target), items, call.arg("source"), ctx.dtype_for(target.dtype))
+    return _scatter_along(ctx, x, sizes(target), items, call.arg("source"), ctx.dtype_for(target.dtype))
 
 
 @converter("torch.index_fill", "torch.Tensor.index_fill", "torch.Tensor.index_fill_",
@@ -313,7 +309,7 @@ def index_select(ctx, call):
     axis = ctx.axis(call.arg("dim"), len(x.shape))
     index = call.arg("index")
     out = ctx.network.add_gather(x, _index_tensor(ctx, index), axis).get_output(0)
-    return ctx.reshape(out, _shape(call.output))
+    return ctx.reshape(out, sizes(call.output))
 
 
 @converter("torch.select", "torch.Tensor.select", "torch.select_copy", signature="input, dim, index")
@@ -326,7 +322,7 @@ def select(ctx, call):
 
 def _gather_elements(ctx, x, index, axis: int):
     """torch.gather: the index may be smaller than ``x`` on the other axes, TensorRT's needs them equal."""
-    ishape = _shape(index)
+    ishape = sizes(index)
     size = [n if a != axis else x.shape[a] for a, n in enumerate(ishape)]
     x = ctx.slice(x, [0] * len(size), size)
     layer = ctx.network.add_gather(x, _index_tensor(ctx, index), axis)
@@ -350,7 +346,7 @@ def take_along_dim(ctx, call):
         layer = ctx.network.add_gather(x, index, 0)
         layer.mode = trt.GatherMode.ELEMENT
         return layer.get_output(0)
-    out = _shape(call.output)
+    out = sizes(call.output)
     axis = ctx.axis(dim, len(out))
     x_shape = list(out)
     x_shape[axis] = source.shape[axis]
@@ -389,7 +385,7 @@ def torch_embedding(ctx, call):
 def one_hot(ctx, call):
     source = call.arg("input")
     classes = int(call.output.shape[-1])
-    index = ctx.reshape(_index_tensor(ctx, source), _shape(source) + (1,))
+    index = ctx.reshape(_index_tensor(ctx, source), sizes(source) + (1,))
     return ctx.elementwise(index, torch.arange(classes).reshape((1,) * source.dim() + (classes,)), Op.EQUAL)
 
 
@@ -402,7 +398,7 @@ def scatter(ctx, call):
     src = call.arg("src") if call.has("src") else call.arg("value")
     x = ctx.trt(source)
     dtype = ctx.dtype_for(source.dtype)
-    ishape = _shape(index)
+    ishape = sizes(index)
     if isinstance(src, torch.Tensor) and src.dim() > 0:
         updates = ctx.slice(ctx.trt(src, dtype), [0] * len(ishape), ishape)
     else:
@@ -450,9 +446,9 @@ def _pad(ctx, source, pad, mode: str, value, out_shape):
 
 @converter("torch.nn.functional.pad")
 def pad(ctx, call):
-    return _pad(ctx, call.arg("input"), call.arg("pad"), call.arg("mode"), call.arg("value"), _shape(call.output))
+    return _pad(ctx, call.arg("input"), call.arg("pad"), call.arg("mode"), call.arg("value"), sizes(call.output))
 
 
 @converter("torch.constant_pad_nd", signature="input, pad, value=0")
 def constant_pad_nd(ctx, call):
-    return _pad(ctx, call.arg("input"), call.arg("pad"), "constant", call.arg("value"), _shape(call.output))
+    return _pad(ctx, call.arg("input"), call.arg("pad"), "constant", call.arg("value"), sizes(call.output))

@@ -5,17 +5,14 @@ and need one shuffle or one slice layer.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
-from torch2x.context import ConversionError
+from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter, lookup
-
-
-def _shape(t) -> tuple:
-    return tuple(int(s) for s in t.shape)
 
 
 def _shuffle(ctx, x, reshape: Sequence[int], transpose: Sequence[int]):
@@ -53,7 +50,7 @@ def reshape(ctx, call):
         raise ConversionError(f"{call.name} of several tensors is not supported; call it on each tensor")
     if out.dtype != source.dtype:
         raise ConversionError(f"{call.name} reinterprets {source.dtype} bits as {out.dtype}; TensorRT has no bitcast")
-    return ctx.reshape(ctx.trt(source), _shape(out))
+    return ctx.reshape(ctx.trt(source), sizes(out))
 
 
 # ----------------------------------------------------------------------------- permutations
@@ -129,19 +126,19 @@ if lookup("torch.Tensor.contiguous") is None:  # elementwise.py may own it (the 
 @converter("torch.Tensor.expand", "torch.Tensor.expand_as", "torch.broadcast_to", "torch.Tensor.broadcast_to",
            "torch.expand_copy", signature="input, *args, **kwargs")
 def expand(ctx, call):
-    return ctx.expand(ctx.trt(call.arg("input")), _shape(call.output))
+    return ctx.expand(ctx.trt(call.arg("input")), sizes(call.output))
 
 
 @converter("torch.broadcast_tensors", signature="*tensors")
 def broadcast_tensors(ctx, call):
-    return [ctx.expand(ctx.trt(t), _shape(o)) for t, o in zip(call.arg("tensors"), call.output)]
+    return [ctx.expand(ctx.trt(t), sizes(o)) for t, o in zip(call.arg("tensors"), call.output)]
 
 
 @converter("torch.Tensor.repeat", "torch.tile", "torch.Tensor.tile", signature="input, *args, **kwargs")
 def tile(ctx, call):
     # A WRAP slice reads input[i mod size] on every axis: a tiling in one layer.
     x = ctx.trt(call.arg("input"))
-    shape = _shape(call.output)
+    shape = sizes(call.output)
     x = ctx.reshape(x, (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
     if tuple(x.shape) == shape:
         return x
@@ -287,7 +284,7 @@ def stack(ctx, call):
     rank = out.dim() - 1
     if axis < rank:
         # Concatenating along the existing axis then splitting it gives the stacked order: 2 layers for any n.
-        return ctx.reshape(_concat(ctx, tensors, axis), _shape(out))
+        return ctx.reshape(_concat(ctx, tensors, axis), sizes(out))
     return _concat(ctx, [ctx.reshape(t, tuple(t.shape) + (1,)) for t in tensors], axis)
 
 
@@ -347,7 +344,7 @@ def roll(ctx, call):
         a = ctx.axis(d, rank)
         start[a] = (start[a] - int(s)) % max(int(x.shape[a]), 1)
     y = ctx.slice(x, start, tuple(x.shape), mode=trt.SampleMode.WRAP) if any(start) else x
-    return ctx.reshape(y, _shape(call.output))
+    return ctx.reshape(y, sizes(call.output))
 
 
 # ----------------------------------------------------------------------------- pixel and channel shuffles
@@ -355,47 +352,41 @@ def roll(ctx, call):
 @converter("torch.nn.functional.pixel_shuffle", "torch.pixel_shuffle", signature="input, upscale_factor")
 def pixel_shuffle(ctx, call):
     source, r = call.arg("input"), int(call.arg("upscale_factor"))
-    *lead, c, h, w = _shape(source)
-    n = 1
-    for d in lead:
-        n *= d
-    y = _shuffle(ctx, ctx.trt(source), (n, c // (r * r), r, r, h, w), (0, 1, 4, 2, 5, 3))
-    return ctx.reshape(y, _shape(call.output))
+    *lead, c, h, w = sizes(source)
+    y = _shuffle(ctx, ctx.trt(source), (math.prod(lead), c // (r * r), r, r, h, w), (0, 1, 4, 2, 5, 3))
+    return ctx.reshape(y, sizes(call.output))
 
 
 @converter("torch.nn.functional.pixel_unshuffle", "torch.pixel_unshuffle", signature="input, downscale_factor")
 def pixel_unshuffle(ctx, call):
     source, r = call.arg("input"), int(call.arg("downscale_factor"))
-    *lead, c, h, w = _shape(source)
-    n = 1
-    for d in lead:
-        n *= d
-    y = _shuffle(ctx, ctx.trt(source), (n, c, h // r, r, w // r, r), (0, 1, 3, 5, 2, 4))
-    return ctx.reshape(y, _shape(call.output))
+    *lead, c, h, w = sizes(source)
+    y = _shuffle(ctx, ctx.trt(source), (math.prod(lead), c, h // r, r, w // r, r), (0, 1, 3, 5, 2, 4))
+    return ctx.reshape(y, sizes(call.output))
 
 
 @converter("torch.nn.functional.channel_shuffle", "torch.channel_shuffle", "torch.native_channel_shuffle",
            signature="input, groups")
 def channel_shuffle(ctx, call):
     source, g = call.arg("input"), int(call.arg("groups"))
-    n, c, *rest = _shape(source)
+    n, c, *rest = sizes(source)
     inner = 1
     for d in rest:
         inner *= d
     y = _shuffle(ctx, ctx.trt(source), (n, g, c // g, inner), (0, 2, 1, 3))
-    return ctx.reshape(y, _shape(call.output))
+    return ctx.reshape(y, sizes(call.output))
 
 
 @converter("torch.Tensor.unfold", signature="input, dimension, size, step")
 def unfold(ctx, call):
     source = call.arg("input")
     x = ctx.trt(source)
-    shape = _shape(source)
+    shape = sizes(source)
     rank = len(shape)
     axis = ctx.axis(call.arg("dimension"), rank) if rank else 0
     size, step = int(call.arg("size")), int(call.arg("step"))
     if rank == 0:
-        return ctx.reshape(x, _shape(call.output))
+        return ctx.reshape(x, sizes(call.output))
     n = (shape[axis] - size) // step + 1
     pre, post = shape[:axis], shape[axis + 1:]
     order = list(range(len(pre) + 1)) + [len(pre) + 2 + k for k in range(len(post))] + [len(pre) + 1]

@@ -20,6 +20,12 @@ from .precision import PrecisionPolicy
 ITensor = "trt.ITensor"
 
 
+def sizes(value: Any) -> tuple:
+    """The dims of a torch tensor (or network tensor) as ints: the one place converters read sizes, so
+    that dynamic shapes can later return traced sizes here."""
+    return tuple(int(s) for s in value.shape)
+
+
 class ConversionError(RuntimeError):
     """A converter cannot express this call (an argument combination TensorRT has no layer for...)."""
 
