@@ -120,16 +120,20 @@ def _kernel_and_bias(layer, inputs, env, cfg, in_channels, deconv):
     return kernel, bias
 
 
-@rule(LT.CONVOLUTION)
-def convolution(layer, inputs, env):
+def _conv_operands(layer, inputs, env, deconv: bool):
+    """(config, spatial rank, batched input, leading dims, kernel, bias), all in the compute dtype."""
     cfg = env.cached(layer, "cfg", lambda: _conv_config(layer))
     x = inputs[0]
     n = len(cfg["kernel"])
     xb, lead = _to_batched(x, n)
     dtype = _compute_dtype(x)
-    kernel, bias = _kernel_and_bias(layer, inputs, env, cfg, xb.shape[1], deconv=False)
-    xb, kernel = xb.to(dtype), kernel.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
+    kernel, bias = _kernel_and_bias(layer, inputs, env, cfg, xb.shape[1], deconv=deconv)
+    return cfg, n, xb.to(dtype), lead, kernel.to(dtype), None if bias is None else bias.to(dtype)
+
+
+@rule(LT.CONVOLUTION)
+def convolution(layer, inputs, env):
+    cfg, n, xb, lead, kernel, bias = _conv_operands(layer, inputs, env, deconv=False)
     pre, post, extra = _forward_padding(
         cfg["mode"], xb.shape[2:], cfg["kernel"], cfg["stride"], cfg["dilation"], cfg["pre"], cfg["post"]
     )
@@ -145,14 +149,7 @@ def convolution(layer, inputs, env):
 
 @rule(LT.DECONVOLUTION)
 def deconvolution(layer, inputs, env):
-    cfg = env.cached(layer, "cfg", lambda: _conv_config(layer))
-    x = inputs[0]
-    n = len(cfg["kernel"])
-    xb, lead = _to_batched(x, n)
-    dtype = _compute_dtype(x)
-    kernel, bias = _kernel_and_bias(layer, inputs, env, cfg, xb.shape[1], deconv=True)
-    xb, kernel = xb.to(dtype), kernel.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
+    cfg, n, xb, lead, kernel, bias = _conv_operands(layer, inputs, env, deconv=True)
     pre, post = [], []
     for i in range(n):
         dk = 1 + cfg["dilation"][i] * (cfg["kernel"][i] - 1)
