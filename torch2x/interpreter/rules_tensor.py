@@ -358,13 +358,18 @@ def reduce(layer, inputs, env):
     raise UnsupportedLayerError(layer, f"reduce operation {op}")
 
 
+def _one_axis(layer, x, what: str) -> int:
+    """The single axis of a layer's axes bitmask (softmax and top-k take exactly one)."""
+    axes = _axes_from_mask(int(layer.axes), x.dim())
+    if len(axes) != 1:
+        raise UnsupportedLayerError(layer, f"{what} over axes {axes} (TensorRT takes exactly one)")
+    return axes[0]
+
+
 @rule(LT.SOFTMAX)
 def softmax(layer, inputs, env):
     x = inputs[0]
-    axes = _axes_from_mask(int(layer.axes), x.dim())
-    if len(axes) != 1:
-        raise UnsupportedLayerError(layer, f"softmax over axes {axes} (TensorRT allows exactly one)")
-    return torch.softmax(_wide(x), dim=axes[0])
+    return torch.softmax(_wide(x), dim=_one_axis(layer, x, "softmax"))
 
 
 @rule(LT.CONCATENATION)
@@ -567,11 +572,9 @@ def cumulative(layer, inputs, env):
 @rule(LT.TOPK)
 def topk(layer, inputs, env):
     x = inputs[0]
-    axes = _axes_from_mask(int(layer.axes), x.dim())
-    if len(axes) != 1:
-        raise UnsupportedLayerError(layer, f"top-k over axes {axes} (TensorRT reduces exactly one)")
+    axis = _one_axis(layer, x, "top-k")
     k = int(inputs[1].reshape(())) if layer.num_inputs > 1 and inputs[1] is not None else int(layer.k)
-    values, indices = torch.topk(x, k, dim=axes[0], largest=layer.op == trt.TopKOperation.MAX, sorted=True)
+    values, indices = torch.topk(x, k, dim=axis, largest=layer.op == trt.TopKOperation.MAX, sorted=True)
     return values, indices
 
 
