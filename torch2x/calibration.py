@@ -75,6 +75,7 @@ class HistogramCollector:
         self._hist: Dict[str, np.ndarray] = {}
         self._range: Dict[str, float] = {}
         self._max: Dict[str, float] = {}
+        self._zeros: Dict[str, int] = {}  # exact zeros seen (they are also counted in bin 0)
 
     def collect(self, key: str, x: torch.Tensor) -> None:
         """Add the values of ``x`` to the histogram of ``key`` (a layer name)."""
@@ -88,9 +89,11 @@ class HistogramCollector:
         if key not in self._hist:
             self._hist[key] = np.zeros(self.num_bins, dtype=np.int64)
             self._range[key] = self._max[key] = m
+            self._zeros[key] = 0
         self._grow(key, m)
         self._hist[key] += bin_abs(a, self._range[key], self.num_bins)
         self._max[key] = max(self._max[key], m)
+        self._zeros[key] += int(np.count_nonzero(a == 0.0))
 
     def _grow(self, key: str, m: float) -> None:
         r = self._range[key]
@@ -132,7 +135,14 @@ class HistogramCollector:
         if method == "max":
             return max_threshold(self._max[self._known(key)])
         if method == "entropy":
-            return entropy_threshold(*self.histogram(key), **kwargs)  # type: ignore[arg-type]
+            counts, edges = self.histogram(key)
+            # Exact zeros (half of a post-ReLU tensor) quantize exactly at any scale, so they do not
+            # weigh in the clipping trade-off; left in bin 0 they weigh Q's first group against every
+            # wide candidate and pull thresholds of ReLU outputs to a third of their max.
+            counts[0] -= self._zeros[key]
+            if counts.sum() == 0:
+                return 0.0
+            return entropy_threshold(counts, edges, **kwargs)  # type: ignore[arg-type]
         if method == "percentile":
             return percentile_threshold(*self.histogram(key), **kwargs)
         raise ValueError(f"unknown calibration method {method!r}; use 'entropy', 'percentile' or 'max'")

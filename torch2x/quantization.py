@@ -74,7 +74,14 @@ def activation_operands(call: Call, is_traced: Callable[[Any], bool]) -> list:
 
 
 # --- calibration --------------------------------------------------------------------------------
-_TRACED = True  # the recorder's stand-in for a network tensor: "this torch value derives from an input"
+class _Traced:
+    """The recorder's stand-in for a network tensor: "this torch value derives from an input"."""
+
+    shape: tuple = ()
+    name = "traced"
+
+
+_TRACED = _Traced()
 
 
 class _Recorder(Tracer):
