@@ -84,9 +84,23 @@ def _inputs(args) -> list:
 def _options(args) -> dict:
     if getattr(args, "int8", False):
         raise UsageError("--int8 needs calibration support, which this version of torch2x does not have yet")
-    if getattr(args, "dynamic", None):
-        raise UsageError("--dynamic needs dynamic-shape support, which this version of torch2x does not have yet")
-    return {"fp16": args.fp16, "bf16": args.bf16, "progress": False if args.quiet else None}
+    options = {"fp16": args.fp16, "bf16": args.bf16, "progress": False if args.quiet else None}
+    if args.dynamic:
+        options["dynamic_shapes"] = _dynamic(args.dynamic)
+    return options
+
+
+def _dynamic(values: Sequence[str]) -> dict:
+    """``--dynamic 0:1:8:32`` (dim 0 of the first input) or ``--dynamic input_1.2:64:224:512``."""
+    spec: dict = {}
+    for value in values:
+        name, _, rest = value.rpartition(".") if "." in value.split(":")[0] else ("input_0", "", value)
+        try:
+            dim, lo, opt, hi = (int(v) for v in rest.split(":"))
+        except ValueError:
+            raise UsageError(f"--dynamic takes [INPUT.]DIM:MIN:OPT:MAX like 0:1:8:32; got {value!r}") from None
+        spec.setdefault(name, {})[dim] = (lo, opt, hi)
+    return spec
 
 
 def _build(model: Any, inputs: list, options: dict):

@@ -7,6 +7,7 @@ and axes. Nothing here is specific to one op.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
@@ -68,6 +69,7 @@ class ConversionContext:
         self._cast_sources: dict = {}
         self._layer_names: dict[str, int] = {}
         self._keepalive: list = []
+        self._example_sizes: dict[str, tuple] = {}  # network tensor name -> the example's sizes (dynamic dims)
         self.weight_names: dict[int, str] = {}  # id(parameter or buffer) -> its name in the module
         self.uses: dict[int, int] = {}  # id(traced torch tensor) -> how many converted calls read it so far
         self.foldable: dict[str, Any] = {}  # network tensor name -> a layer whose weights a consumer may fold
@@ -113,6 +115,8 @@ class ConversionContext:
     def bind(self, tensor: torch.Tensor, itensor: "trt.ITensor") -> None:
         """Record that ``tensor`` (a real torch value of the traced pass) is ``itensor`` in the network."""
         self._tensors[id(tensor)] = (tensor, itensor)
+        if any(d < 0 for d in itensor.shape):  # dynamic dims: remember the example's sizes for reshapes
+            self._example_sizes[itensor.name] = tuple(tensor.shape)
 
     def lookup(self, tensor: Any) -> Optional["trt.ITensor"]:
         """The network tensor of a traced torch tensor, or None for anything else."""
@@ -270,13 +274,29 @@ class ConversionContext:
         return self._casts[key]
 
     def reshape(self, itensor: "trt.ITensor", shape: Sequence[int]) -> "trt.ITensor":
-        """``itensor`` reshaped to a static ``shape`` (no layer when it already has it)."""
+        """``itensor`` reshaped to ``shape``, the example's sizes (no layer when it already has them).
+
+        With dynamic dims (-1 in ``itensor.shape``), a reshape that keeps the leading dims up to the last
+        dynamic one copies them at run time (``reshape_dims`` 0 placeholders), so flatten/view after a
+        dynamic batch follow the batch; any other reshape of a dynamic dim is a ConversionError.
+        """
         shape = tuple(int(s) for s in shape)
-        if tuple(itensor.shape) == shape:
-            return itensor
+        current = tuple(itensor.shape)
+        if len(current) == len(shape) and all(c == s for c, s in zip(current, shape) if c >= 0):
+            return itensor  # the same shape (a dynamic dim then holds the example's size too)
         layer = self.network.add_shuffle(itensor)
-        layer.reshape_dims = shape
-        layer.zero_is_placeholder = False  # torch never means "copy this dim" by 0
+        if all(d >= 0 for d in current):
+            layer.reshape_dims = shape
+            layer.zero_is_placeholder = False  # torch never means "copy this dim" by 0
+            return layer.get_output(0)
+        example = self._example_sizes.get(itensor.name)
+        keep = max(i for i, d in enumerate(current) if d < 0) + 1
+        if (example is None or example[:keep] != shape[:keep] or 0 in shape
+                or math.prod(shape[keep:]) != math.prod(current[keep:])):
+            raise ConversionError(f"cannot reshape {example or current} to {shape} when dims "
+                                  f"{[i for i, d in enumerate(current) if d < 0]} are dynamic")
+        layer.reshape_dims = (0,) * keep + shape[keep:]
+        layer.zero_is_placeholder = True
         return layer.get_output(0)
 
     def permute(self, itensor: "trt.ITensor", order: Sequence[int]) -> "trt.ITensor":
@@ -326,8 +346,15 @@ class ConversionContext:
     def broadcast(self, *itensors: "trt.ITensor") -> list:
         """The tensors at one rank (leading size-1 dims added), as TensorRT's elementwise layers need."""
         rank = max(len(t.shape) for t in itensors)
-        return [t if len(t.shape) == rank else self.reshape(t, (1,) * (rank - len(t.shape)) + tuple(t.shape))
-                for t in itensors]
+        return [t if len(t.shape) == rank else self._prepend_ones(t, rank - len(t.shape)) for t in itensors]
+
+    def _prepend_ones(self, itensor: "trt.ITensor", count: int) -> "trt.ITensor":
+        if all(d >= 0 for d in itensor.shape):
+            return self.reshape(itensor, (1,) * count + tuple(itensor.shape))
+        layer = self.network.add_shuffle(itensor)  # 0 placeholders copy the (dynamic) dims at run time
+        layer.reshape_dims = (1,) * count + (0,) * len(itensor.shape)
+        layer.zero_is_placeholder = True
+        return layer.get_output(0)
 
     def elementwise(self, a: Any, b: Any, op: "trt.ElementWiseOperation",
                     dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":

@@ -12,7 +12,8 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
             max_workspace_size: Optional[int] = None, strict: bool = True,
             keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None,
             int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
-            calibration_algorithm: str = "entropy", calibration_cache: Any = None) -> TRTModule:
+            calibration_algorithm: str = "entropy", calibration_cache: Any = None,
+            dynamic_shapes: Any = None) -> TRTModule:
     """Convert ``module`` (called as ``module(*inputs)``) into a TensorRT engine wrapped in a TRTModule.
 
     Example::
@@ -24,11 +25,11 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
     converted; see :func:`report` to list them without raising. ``progress`` shows conversion and
     engine-build progress (default: only on a terminal). ``int8``, ``calibration_data``,
     ``calibration_algorithm`` and ``calibration_cache``: INT8 by explicit quantization, see
-    :func:`torch2x.build_network`.
+    :func:`torch2x.build_network`. ``dynamic_shapes``: input ranges and optimization profiles, likewise.
     """
     converted = build_network(module, inputs, fp16=fp16, bf16=bf16, input_names=input_names,
                               output_names=output_names, max_workspace_size=max_workspace_size,
-                              strict=strict, keep_fp32=keep_fp32, progress=progress, int8=int8,
+                              strict=strict, keep_fp32=keep_fp32, progress=progress, int8=int8, dynamic_shapes=dynamic_shapes,
                               calibration_data=calibration_data, calibration_algorithm=calibration_algorithm,
                               calibration_cache=calibration_cache)
     engine = converted.build_engine(progress)

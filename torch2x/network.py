@@ -7,7 +7,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-from . import flavour
+from . import dynamic, flavour
 from . import progress as progress_mod
 from . import quantization
 from .context import ConversionContext
@@ -43,6 +43,7 @@ class ConvertedNetwork:
     precision: str = "fp32"
     module_outputs: list = field(default_factory=list)  # (module path, network tensor names) for checks
     conversion_seconds: float = 0.0
+    profiles: list = field(default_factory=list)  # [{input name: (min, opt, max)}], one per profile
     # Host arrays TensorRT points to (layer.kernel/bias and constant weights set after the layer was
     # added: batch-norm folding, int8 kernels); the bindings do not keep those alive.
     host_arrays: list = field(default_factory=list, repr=False)
@@ -63,11 +64,12 @@ class ConvertedNetwork:
 
     def build_engine(self, progress: Optional[bool] = None) -> bytes:
         """Serialize the network into an engine plan with TensorRT's builder (progress on a terminal)."""
-        return build_engine(self.builder, self.network, self.max_workspace_size, progress)
+        return build_engine(self.builder, self.network, self.max_workspace_size, progress, self.profiles)
 
 
 def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
-                 max_workspace_size: Optional[int] = None, progress_monitor: Any = None) -> bytes:
+                 max_workspace_size: Optional[int] = None, progress_monitor: Any = None,
+                 profiles: Optional[list] = None) -> bytes:
     """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages.
 
     ``progress_monitor``: an ``IProgressMonitor``, True/False, or None to show build progress only on a
@@ -76,6 +78,11 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
     config = builder.create_builder_config()
     if max_workspace_size:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(max_workspace_size))
+    for ranges in profiles or []:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in ranges.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
     if progress_monitor is True or (progress_monitor is None and progress_mod.wanted(None)):
         progress_monitor = progress_mod.BuildProgress()
     if progress_monitor:
@@ -90,7 +97,7 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
     return bytes(memoryview(plan))
 
 
-def _add_inputs(ctx: ConversionContext, tensors: list, names: list) -> None:
+def _add_inputs(ctx: ConversionContext, tensors: list, names: list, profiles: list) -> None:
     ctx.begin_call("", "input")
     for name, t in zip(names, tensors):
         if t.dtype == torch.float64:
@@ -100,7 +107,9 @@ def _add_inputs(ctx: ConversionContext, tensors: list, names: list) -> None:
             raise TypeError(f"input {name!r} has dtype {t.dtype}, which TensorRT cannot take as an input")
         if ctx.lookup(t) is not None:
             raise ValueError(f"input {name!r} is the same tensor object as an earlier input: pass a clone")
-        itensor = ctx.raw_network.add_input(name, to_trt(t.dtype), tuple(t.shape))
+        dims = dynamic.dynamic_dims(profiles, name) if profiles else []
+        shape = tuple(-1 if d in dims else size for d, size in enumerate(t.shape))
+        itensor = ctx.raw_network.add_input(name, to_trt(t.dtype), shape)
         ctx.bind(t, ctx.cast(itensor, ctx.dtype_for(t.dtype)))
 
 
@@ -141,7 +150,8 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
                   max_workspace_size: Optional[int] = None, strict: bool = True,
                   keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None,
                   int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
-                  calibration_algorithm: str = "entropy", calibration_cache: Any = None) -> ConvertedNetwork:
+                  calibration_algorithm: str = "entropy", calibration_cache: Any = None,
+                  dynamic_shapes: Any = None) -> ConvertedNetwork:
     """Trace ``module(*inputs)`` once and build the strongly typed TensorRT network.
 
     Example::
@@ -153,6 +163,9 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     ``strict=True`` raises :class:`UnsupportedOperatorError` when any traced call could
     not be converted; ``strict=False`` only when a network output depends on one.
     ``progress`` shows conversion progress over the top-level modules (default: on a terminal).
+    ``dynamic_shapes`` gives inputs ranges, e.g. ``{"input_0": {0: (1, 8, 32)}}`` (see torch2x.dynamic):
+    those dims are dynamic in the network, each range set is an optimization profile, and ops whose
+    converter fixes a dynamic dim are reported.
 
     ``int8=True`` quantizes convolutions, linear layers and matrix products explicitly (Q/DQ layers,
     see :mod:`torch2x.quantization`); the rest runs in float32, or in float16 with ``fp16=True``.
@@ -177,7 +190,8 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     if not in_tensors:
         raise ValueError("inputs hold no tensor: give example tensors, e.g. [torch.randn(1, 3, 224, 224)]")
     in_names = _names(input_names, len(in_tensors), "input")
-    _add_inputs(ctx, in_tensors, in_names)
+    profiles = dynamic.parse_profiles(dynamic_shapes, in_names, in_tensors)
+    _add_inputs(ctx, in_tensors, in_names, profiles)
     was_training = getattr(module, "training", False)
     if was_training:
         module.eval()  # an engine is an inference graph: dropout off, batch-norm on running statistics
@@ -188,8 +202,16 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
             ctx.quantizer = quantization.prepare(module, calibration_data=calibration_data,
                                                  calibration_algorithm=calibration_algorithm,
                                                  calibration_cache=calibration_cache)
+        records = None
+        if profiles:  # the same pass at other input sizes shows which output dims are dynamic
+            probes = [dynamic.probe_input(profiles, n, t) for n, t in zip(in_names, in_tensors)]
+            records = dynamic.probe(module, probes, unflatten(in_spec, probes))
+            if records is None:
+                report.add_unsupported("dynamic shapes", "", "the model fails at other sizes inside the given "
+                                       "ranges; narrow dynamic_shapes", str([tuple(p.shape) for p in probes]))
         with torch.no_grad(), Tracer(ctx, module if isinstance(module, torch.nn.Module) else None, report) as tracer:
             tracer.on_top_module_done = shown.module_done if shown else None
+            tracer.probe = records
             outputs = module(*inputs)
     finally:
         if shown:
@@ -210,7 +232,7 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts, _ in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
                             max_workspace_size, ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32"),
-                            module_outputs, time.perf_counter() - started, ctx._keepalive)
+                            module_outputs, time.perf_counter() - started, profiles, ctx._keepalive)
 
 
 def report(module: Any, inputs: Sequence[Any], **options: Any) -> ConversionReport:

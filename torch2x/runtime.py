@@ -16,7 +16,7 @@ from .dtypes import to_torch
 from .structure import flatten, unflatten
 
 _META_KEYS = ("input_names", "output_names", "input_dtypes", "output_dtypes", "input_shapes", "output_shapes",
-              "input_spec", "output_spec", "flavour", "trt_version", "build_device", "precision")
+              "input_spec", "output_spec", "flavour", "trt_version", "build_device", "precision", "profiles")
 
 
 class TRTModuleError(RuntimeError):
@@ -153,7 +153,26 @@ class TRTModule(torch.nn.Module):
             if str(t.dtype) != dtype:
                 raise TypeError(f"input {name!r} has dtype {t.dtype}, the engine takes {dtype}")
             if t.dim() != len(shape) or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
-                raise ValueError(f"input {name!r} has shape {tuple(t.shape)}, the engine takes {tuple(shape)}")
+                raise ValueError(f"input {name!r} has shape {tuple(t.shape)}, the engine takes {tuple(shape)}"
+                                 + (" (-1: dynamic)" if -1 in shape else ""))
+        self.select_profile(tensors)
+
+    def select_profile(self, tensors: list) -> int:
+        """The first optimization profile whose ranges hold every input (0 without dynamic shapes); a clear
+        error naming the input, the dim and the allowed range when none does."""
+        profiles = self.meta.get("profiles") or []
+        if not profiles:
+            return 0
+        problems = []
+        for index, ranges in enumerate(profiles):
+            bad = [(name, d, lo[d], hi[d], t.shape[d]) for name, t in zip(self.meta["input_names"], tensors)
+                   for lo, _, hi in [ranges[name]] for d in range(t.dim()) if not lo[d] <= t.shape[d] <= hi[d]]
+            if not bad:
+                return index
+            problems.append(bad[0])
+        name, d, lo, hi, size = problems[0]
+        where = "" if len(profiles) == 1 else f" (and no other of the {len(profiles)} profiles fits)"
+        raise ValueError(f"input {name!r} dim {d} is {size}, outside the engine's range [{lo}, {hi}]{where}")
 
     def forward(self, *inputs: Any) -> Any:
         tensors, _ = flatten(list(inputs))
@@ -169,6 +188,9 @@ class TRTModule(torch.nn.Module):
         with torch.cuda.device(device):
             context = self._execution_context()
             stream = torch.cuda.current_stream(device)
+            profile = self.select_profile(tensors)
+            if self.meta.get("profiles") and context.active_optimization_profile != profile:
+                context.set_optimization_profile_async(profile, stream.cuda_stream)
             if self.use_cuda_graph:
                 outputs = self._run_graph(context, stream, tensors)
             else:
@@ -232,4 +254,6 @@ def module_from_network(converted: Any, engine: bytes) -> TRTModule:
         input_spec=converted.input_spec, output_spec=converted.output_spec,
         flavour=flavour.NAME, trt_version=flavour.VERSION, build_device=build_device,
         precision=converted.precision,
+        profiles=[{name: [list(lo), list(opt), list(hi)] for name, (lo, opt, hi) in p.items()}
+                  for p in converted.profiles],
     )

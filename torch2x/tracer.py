@@ -263,6 +263,8 @@ class Tracer:
         self._stale_bases: dict[int, tuple] = {}  # base tensor id -> (base, ids of views written in place)
         self._path_stack: list[str] = []
         self._retired_seen = 0
+        self.probe: Optional[list] = None  # (qualname, output shapes) per call at other input sizes
+        self._probe_index = 0
         self.on_top_module_done: Optional[Callable[[str], None]] = None  # progress over top-level modules
         self._hooks: list = []
         self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
@@ -383,6 +385,7 @@ class Tracer:
             if _short(qualname) in DATA_DEPENDENT and traced:
                 self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
             return out
+        probed = self._next_probe(qualname)
         if poisoned:
             if lookup(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
                 self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
@@ -422,6 +425,8 @@ class Tracer:
                 shape = tuple(it.shape)
                 if len(shape) != t.dim() or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
                     raise ConversionError(f"converter bug: network shape {shape}, PyTorch gives {tuple(t.shape)}")
+                if probed is not None:
+                    self._check_dynamic_dims(t, it, probed[len(bindings)])
                 expected = ctx.dtype_for(t.dtype)
                 if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
                     it = ctx.cast(it, expected)  # (float32 results stay so until a reduced op reads them)
@@ -429,6 +434,8 @@ class Tracer:
         except Exception as exc:  # noqa: BLE001 -- any failure becomes a report entry, never a deep traceback
             log.debug("converter for %s failed at %s", qualname, path or "<root>", exc_info=True)
             reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ConversionError) and any(d < 0 for t in traced for d in ctx.lookup(t).shape):
+                reason = f"cannot handle a dynamic dimension ({reason})"
             self.report.add_unsupported(qualname, path, reason, self._example(args, kwargs))
             self._poison(outputs)
             return out
@@ -447,6 +454,28 @@ class Tracer:
             self._written_through_view(args[0])
         self.report.converted_calls += 1
         return out
+
+    def _next_probe(self, qualname: str) -> Optional[list]:
+        """The probe pass's output shapes for this call (see torch2x.dynamic), or None without a probe."""
+        if self.probe is None:
+            return None
+        if self._probe_index >= len(self.probe) or self.probe[self._probe_index][0] != qualname:
+            log.warning("the probe pass at other input sizes took another path at %s (%s): dynamic dims are "
+                        "not checked from here on", qualname, self.module_path or "<root>")
+            self.probe = None
+            return None
+        self._probe_index += 1
+        return self.probe[self._probe_index - 1][1]
+
+    @staticmethod
+    def _check_dynamic_dims(t: torch.Tensor, itensor: Any, probed: tuple) -> None:
+        """Dims whose size differs at the probe's input sizes must be dynamic (-1) in the network too."""
+        if len(probed) != t.dim():
+            raise ConversionError(f"the output's rank changes with the input size ({t.dim()} vs {len(probed)})")
+        fixed = [d for d in range(t.dim()) if probed[d] != t.shape[d] and itensor.shape[d] >= 0]
+        if fixed:
+            raise ConversionError(f"cannot handle a dynamic dimension: output dims {fixed} are fixed at "
+                                  f"{[int(t.shape[d]) for d in fixed]} in the network but vary with the input")
 
     def _written_through_view(self, view: torch.Tensor) -> None:
         """An in-place op changed ``view``: write its new value into the traced base as well. Other views
