@@ -99,20 +99,9 @@ class ShapeProbe(Tracer):
             self.live.update((id(t), t) for t in outputs)
         return out
 
-    def on_bypass(self, func: Callable, args: tuple, kwargs: dict) -> Any:
-        from .tracer import _ORIGINAL_NAMES, _PATCHED_NAMES
-
-        self.busy = True
-        try:
-            out = func(*args, **kwargs)
-            qualname = _ORIGINAL_NAMES.get(id(func)) or _PATCHED_NAMES.get(id(func))
-            if qualname is not None:
-                return self._convert(qualname, func, args, kwargs, out)
-            if any(id(t) in self.live for t in tensor_leaves((args, kwargs))):
-                self.live.update((id(t), t) for t in tensor_leaves(out))
-            return out
-        finally:
-            self.busy = False
+    def _unknown_call(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
+        if any(id(t) in self.live for t in tensor_leaves((args, kwargs))):
+            self.live.update((id(t), t) for t in tensor_leaves(out))
 
 
 def probe(module: Any, probe_inputs: list, call_inputs: list) -> Optional[list]:

@@ -356,18 +356,21 @@ class Tracer:
             qualname = _ORIGINAL_NAMES.get(id(func)) or _PATCHED_NAMES.get(id(func))
             if qualname is not None:  # a patched function reached through an old reference: convert it
                 return self._convert(qualname, func, args, kwargs, out)
-            inputs = tensor_leaves((args, kwargs))
-            outputs = tensor_leaves(out)
-            if outputs and any(self.ctx.lookup(t) is not None or self.is_poisoned(t) for t in inputs):
-                name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
-                self.report.add_unsupported(
-                    name, self.module_path, "called through a reference taken before tracing (e.g. "
-                    "`from torch.nn.functional import relu`), which torch2x cannot patch: call it through "
-                    "its module (F.relu, torch.relu, x.relu())", self._example(args, kwargs))
-                self._poison(outputs)
+            self._unknown_call(func, args, kwargs, out)
             return out
         finally:
             self.busy = False
+
+    def _unknown_call(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
+        """A torch function the tracer has no name for computed from traced tensors: reported, poisoned."""
+        outputs = tensor_leaves(out)
+        if outputs and any(self.ctx.lookup(t) is not None or self.is_poisoned(t) for t in tensor_leaves((args, kwargs))):
+            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            self.report.add_unsupported(
+                name, self.module_path, "called through a reference taken before tracing (e.g. "
+                "`from torch.nn.functional import relu`), which torch2x cannot patch: call it through "
+                "its module (F.relu, torch.relu, x.relu())", self._example(args, kwargs))
+            self._poison(outputs)
 
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
