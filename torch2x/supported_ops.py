@@ -25,11 +25,15 @@ def render() -> str:
     """Markdown: one section per op family, each torch name with its converter and its test file."""
     import torch2x  # noqa: F401  (registers every converter)
 
+    from .plugins import custom
+
     families: dict = defaultdict(list)
     for name, conv in CONVERTERS.items():
+        if conv.fn is custom._convert:  # an op a user registered with plugin_op, not one torch2x ships
+            continue
         families[(".plugins." in conv.fn.__module__, _family(conv.fn))].append((name, conv))
     lines = ["# Supported ops", "",
-             f"{len(CONVERTERS)} torch names, generated from the converter registry by "
+             f"{sum(len(v) for v in families.values())} torch names, generated from the converter registry by "
              "`python -m torch2x.supported_ops`. *fp32*: kept in float32 under `fp16=True`/`bf16=True`.", ""]
     for (is_plugin, family), entries in sorted(families.items()):
         fn0 = entries[0][1].fn
@@ -43,7 +47,9 @@ def render() -> str:
 
 def missing_test_files(root: str) -> list:
     """Test files the table names that do not exist under ``root``."""
-    return sorted(p for p in {_test_file(c.fn) for c in CONVERTERS.values()}
+    from .plugins import custom
+
+    return sorted(p for p in {_test_file(c.fn) for c in CONVERTERS.values() if c.fn is not custom._convert}
                   if not os.path.exists(os.path.join(root, p)))
 
 
