@@ -87,3 +87,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, model_file, args, message):
 def test_bench_without_gpu_says_so(model_file):
     result = run("bench", f"{model_file}:small", "--shape", "1,3,16,16")
     assert result.returncode == 0 and "no CUDA device" in result.stdout
+
+
+def test_convert_int8_with_calibration_dir_writes_the_cache(tmp_path, model_file):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    torch.manual_seed(0)
+    for i in range(4):
+        torch.save(torch.randn(1, 3, 16, 16), calib / f"batch{i}.pt")
+    cache, out = tmp_path / "scales.json", tmp_path / "small_int8.pth"
+    result = run("convert", f"{model_file}:small", "--shape", "1,3,16,16", "--int8", "--calib", str(calib),
+                 "--calib-cache", str(cache), "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    error = float(result.stdout.split("relative error ")[1].split()[0])
+    assert error <= 0.05  # int8 activations and weights on a 2-layer net
+    assert json.loads(cache.read_text())["tensors"]  # scales keyed by layer name
+    assert torch.load(out, weights_only=True)["precision"].startswith("int8")

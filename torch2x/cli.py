@@ -82,12 +82,27 @@ def _inputs(args) -> list:
 
 
 def _options(args) -> dict:
-    if getattr(args, "int8", False):
-        raise UsageError("--int8 needs calibration support, which this version of torch2x does not have yet")
     options = {"fp16": args.fp16, "bf16": args.bf16, "progress": False if args.quiet else None}
+    if args.int8:
+        if not (args.calib or args.calib_cache):
+            raise UsageError("--int8 needs --calib DIR (calibration batches saved as .pt files) or --calib-cache")
+        options.update(int8=True, calibration_cache=args.calib_cache,
+                       calibration_data=_calibration_batches(args.calib) if args.calib else None)
     if args.dynamic:
         options["dynamic_shapes"] = _dynamic(args.dynamic)
     return options
+
+
+def _calibration_batches(directory: str) -> list:
+    """Every ``*.pt`` file in ``directory`` (sorted), each a tensor or a list of the model's inputs."""
+    import torch
+
+    if not os.path.isdir(directory):
+        raise UsageError(f"--calib {directory!r} is not a directory")
+    files = sorted(f for f in os.listdir(directory) if f.endswith(".pt"))
+    if not files:
+        raise UsageError(f"--calib {directory!r} holds no .pt files")
+    return [torch.load(os.path.join(directory, f), weights_only=True) for f in files]
 
 
 def _dynamic(values: Sequence[str]) -> dict:
@@ -213,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations")
         p.add_argument("--int8", action="store_true", help="INT8 by explicit quantization (needs --calib)")
         p.add_argument("--calib", help="directory of calibration inputs (.pt tensors)")
+        p.add_argument("--calib-cache", help="calibration cache (JSON): read when it exists, written after calibrating")
         p.add_argument("--dynamic", action="append", help="dynamic dimension, e.g. 0:1:8:32 (dim:min:opt:max)")
         if name == "convert":
             p.add_argument("-o", "--output", required=True, help="where to save the TRTModule state dict")
