@@ -1,6 +1,7 @@
 """The converter test harness: convert with the real builder, interpret, compare with PyTorch, build the engine."""
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Union
 
 import torch
@@ -60,6 +61,21 @@ def check_module(model: Union[torch.nn.Module, Callable], *inputs: Any, rtol: fl
         engine = converted.build_engine()
         assert len(engine) > 0
     return converted
+
+
+def assert_reported(reason: str, fn: Callable, *inputs: Any) -> None:
+    """The conversion of ``fn(*inputs)`` reports exactly one unsupported call, whose reason matches ``reason``."""
+    reasons = [u.reason for u in torch2x.report(fn, list(inputs)).unsupported.values()]
+    assert len(reasons) == 1 and re.search(reason, reasons[0]), reasons
+
+
+def random_tensor(shape: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Random values of ``dtype``: normal floats, ints in [-50, 50), random bools."""
+    if dtype == torch.bool:
+        return torch.rand(shape) > 0.5
+    if dtype.is_floating_point:
+        return torch.randn(shape, dtype=dtype)
+    return torch.randint(-50, 50, shape, dtype=dtype)
 
 
 def _clone(x: Any) -> Any:

@@ -1,29 +1,10 @@
 """converters/shape.py: views, permutations, broadcasting copies, splits, joins, flips, rolls, shuffles."""
-import re
-
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import check_module
-
-import torch2x
-
-
-def assert_reported(reason, fn, *inputs):
-    """The conversion reports one unsupported call, for ``reason``."""
-    reasons = [u.reason for u in torch2x.report(fn, list(inputs)).unsupported.values()]
-    assert len(reasons) == 1 and re.search(reason, reasons[0]), reasons
-
+from harness import assert_reported, check_module, random_tensor as _make
 
 DTYPES = [torch.float32, torch.int64, torch.bool]
-
-
-def _make(shape, dtype=torch.float32):
-    if dtype == torch.bool:
-        return torch.rand(shape) > 0.5
-    if dtype.is_floating_point:
-        return torch.randn(shape, dtype=dtype)
-    return torch.randint(-50, 50, shape, dtype=dtype)
 
 
 def _layers(converted) -> int:
