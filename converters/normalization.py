@@ -19,7 +19,7 @@ def _per_channel(ctx, value, dtype, channels: int, rank: int, fill: float):
     shape = (1, channels) + (1,) * (rank - 2)
     if value is None:
         return ctx.constant(np.full(shape, fill, np.float32), dtype)
-    return ctx.reshape(ctx.trt(value, dtype), shape)
+    return ctx.cast(ctx.trt_shaped(value, shape), dtype)
 
 
 def _affine(ctx, y, weight, bias, rank: int):
@@ -131,7 +131,7 @@ def layer_norm(ctx, call):
     def param(value, fill):
         if value is None:
             return ctx.constant(np.full(shape, fill, np.float32), x.dtype)
-        return ctx.reshape(ctx.trt(value, x.dtype), shape)
+        return ctx.cast(ctx.trt_shaped(value, shape), x.dtype)  # a weight: a constant already in shape
 
     axes = ctx.axes_mask(range(rank - len(normalized), rank), rank)
     return _normalization(ctx, x, axes, param(call.arg("weight"), 1.0), param(call.arg("bias"), 0.0),
