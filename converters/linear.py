@@ -13,6 +13,7 @@ import torch
 
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
+from torch2x.quantization import QUANTIZABLE
 from torch2x.registry import converter
 
 MO = trt.MatrixOperation
@@ -83,6 +84,10 @@ def linear(ctx, call):
     elif x.dim() == 1:
         y = matmul(ctx, weight, x, dtype)
     else:
+        if ctx.quantizer is not None and not ctx.is_traced(weight):
+            # int8: the weight per output channel, as a constant already at the product's rank
+            weight = ctx.quantized_weights(weight.reshape((1,) * (x.dim() - 2) + tuple(weight.shape)), dtype, -2)
+            x = ctx.quantize_input(call, "input", ctx.trt(x, dtype))
         y = matmul(ctx, x, weight, dtype, transpose_b=True)
     return add_bias(ctx, y, call.arg("bias"), dtype)
 
@@ -93,8 +98,25 @@ def linear(ctx, call):
 @converter("torch.mv", "torch.Tensor.mv", signature="input, vec, *, out=None")
 @converter("torch.dot", "torch.Tensor.dot", "torch.vdot", "torch.Tensor.vdot", signature="input, tensor, *, out=None")
 def matmul_like(ctx, call):
-    a, b = list(call.bound().values())[:2]
-    return matmul(ctx, a, b, _float_type(ctx, call))
+    dtype = _float_type(ctx, call)
+    a, b = _int8_operands(ctx, call, dtype) if ctx.quantizer is not None else list(call.bound().values())[:2]
+    return matmul(ctx, a, b, dtype)
+
+
+def _int8_operands(ctx, call, dtype):
+    """The two operands of a quantizable product in an int8 conversion: traced ones through their
+    calibrated Q/DQ, a weight matrix per output channel (the right operand's columns, the left's rows)."""
+    operands = list(call.bound().items())[:2]
+    if call.name not in QUANTIZABLE:
+        return [value for _, value in operands]
+    out = []
+    for (name, value), axis in zip(operands, (-2, -1)):
+        if ctx.is_traced(value):
+            value = ctx.quantize_input(call, name, ctx.trt(value, dtype))
+        elif isinstance(value, torch.Tensor) and value.dim() >= 2:
+            value = ctx.quantized_weights(value, dtype, axis)
+        out.append(value)
+    return out
 
 
 @converter("torch.Tensor.__rmatmul__", signature="input, other")
