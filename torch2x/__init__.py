@@ -7,6 +7,7 @@
 The whole public API is imported here.
 """
 from . import flavour  # noqa: F401  (fails early with an ImportError naming the extra to install)
+from .calibration import CalibrationCache
 from .check import CheckResult, check
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
@@ -22,7 +23,7 @@ from . import plugins as _plugins  # noqa: F401,E402
 __version__ = "0.1.0"
 __all__ = [
     "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "Call",
-    "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
+    "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
     "UnsupportedOperatorError",
 ]
