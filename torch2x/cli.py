@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -199,8 +198,6 @@ def cmd_check(args) -> int:
 
 def cmd_bench(args) -> int:
     import torch
-
-    from torch2x import flavour
 
     if not torch.cuda.is_available():
         print("torch2x bench: no CUDA device here; engines run only on an NVIDIA GPU. Nothing to measure.")

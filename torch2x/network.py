@@ -11,7 +11,7 @@ from . import dynamic, flavour
 from . import progress as progress_mod
 from . import quantization
 from .context import ConversionContext
-from .dtypes import to_torch, to_trt
+from .dtypes import to_trt
 from .flavour import trt
 from .precision import PrecisionPolicy
 from .report import ConversionReport, UnsupportedOperatorError

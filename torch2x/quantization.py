@@ -35,7 +35,7 @@ from .flavour import trt
 from .registry import Call, lookup, signature_of
 from .report import ConversionReport
 from .structure import flatten
-from .tracer import Tracer, _is_inplace, tensor_leaves
+from .tracer import Tracer
 
 ALGORITHMS = ("entropy", "percentile", "max")
 _FLOATS = (trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.BF16)
@@ -104,16 +104,10 @@ class _Recorder(Tracer):
 
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
-        inputs = tensor_leaves((args, kwargs))
-        traced = [t for t in inputs if ctx.lookup(t) is not None]
-        poisoned = [t for t in inputs if self.is_poisoned(t)]
-        if not traced and not poisoned:
+        involved = self.involved(qualname, args, kwargs, out)
+        if involved is None or not involved[2]:
             return out
-        outputs = tensor_leaves(out)
-        if _is_inplace(qualname) and not outputs:
-            outputs = [args[0]]
-        if not outputs:
-            return out
+        _, poisoned, outputs = involved
         conv = lookup(qualname)
         if poisoned or conv is None:
             self._poison(outputs)

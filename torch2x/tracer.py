@@ -372,17 +372,26 @@ class Tracer:
                 "its module (F.relu, torch.relu, x.relu())", self._example(args, kwargs))
             self._poison(outputs)
 
-    def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
-        ctx = self.ctx
+    def involved(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Optional[tuple]:
+        """(traced inputs, poisoned inputs, outputs) of a call, or None when it reads no traced tensor.
+        The outputs of an in-place op that returns nothing (``__setitem__``) are its first argument."""
         inputs = tensor_leaves((args, kwargs))
-        traced = [t for t in inputs if ctx.lookup(t) is not None]
+        traced = [t for t in inputs if self.ctx.lookup(t) is not None]
         poisoned = [t for t in inputs if self.is_poisoned(t)]
         if not traced and not poisoned:
-            return out
-        inplace = _is_inplace(qualname)
+            return None
         outputs = tensor_leaves(out)
-        if inplace and not outputs:
+        if _is_inplace(qualname) and not outputs:
             outputs = [args[0]]
+        return traced, poisoned, outputs
+
+    def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
+        ctx = self.ctx
+        involved = self.involved(qualname, args, kwargs, out)
+        if involved is None:
+            return out
+        traced, poisoned, outputs = involved
+        inplace = _is_inplace(qualname)
         path = self.module_path
         if not outputs:
             if _short(qualname) in DATA_DEPENDENT and traced:
