@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
-import torch2x
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from harness import torchvision_model  # noqa: E402
+
+import torch2x  # noqa: E402
 from torch2x.calibration import HistogramCollector
 from torch2x.quantization import calibrate, qdq_scales
 
@@ -37,14 +40,7 @@ CLASSIFIERS = ["resnet50", "mobilenet_v3_large"]
 
 
 def classifier(name: str, size: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, size, size))
-    return model.eval()
+    return torchvision_model(name, size)
 
 
 class _LastHidden(torch.nn.Module):

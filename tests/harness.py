@@ -78,6 +78,22 @@ def random_tensor(shape: Any, dtype: torch.dtype = torch.float32) -> torch.Tenso
     return torch.randint(-50, 50, shape, dtype=dtype)
 
 
+def torchvision_model(name: str, image_size: int) -> torch.nn.Module:
+    """A torchvision model with random weights and batch-norm statistics taken from one batch of
+    ``image_size`` images, as in a trained model: with the default running stats (mean 0, var 1)
+    activations of deep random nets shrink below float16's range."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, image_size, image_size))
+    return model.eval()
+
+
 def _clone(x: Any) -> Any:
     tensors, spec = flatten(x)
     from torch2x.structure import unflatten

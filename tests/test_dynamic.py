@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 
 import torch2x
-from harness import relative_error
+from harness import relative_error, torchvision_model
 from torch2x.flavour import trt
 
 
 def _cnn(name):
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return model.eval()
+    return torchvision_model(name, 64)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_large"])

@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 
-from harness import check_module
+from harness import check_module, torchvision_model
 
 CORE_MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "vgg11", "efficientnet_b0",
                "densenet121", "squeezenet1_0"]
 
 
 def _model(name: str) -> torch.nn.Module:
-    """Random weights with batch-norm statistics taken from one batch, as in a trained model: with
-    the default running stats (mean 0, var 1) activations of deep random nets shrink below fp16's range."""
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 128, 128))
-    return model.eval()
+    return torchvision_model(name, 128)
 
 
 @pytest.mark.parametrize("name", CORE_MODELS)
