@@ -80,11 +80,15 @@ def trunc(ctx, x) -> "trt.ITensor":
 
 # --------------------------------------------------------------------------- add, sub, mul, div, pow, mod
 
+def _operands(call, reflected: bool, second: str = "other") -> tuple:
+    """``(input, other)``, swapped for a reflected dunder (``2 - x`` arrives as ``x.__rsub__(2)``)."""
+    a, b = call.arg("input"), call.arg(second)
+    return (b, a) if reflected else (a, b)
+
+
 def _arith(op, reflected=False):
     def convert(ctx, call):
-        a, b = call.arg("input"), call.arg("other")
-        if reflected:
-            a, b = b, a
+        a, b = _operands(call, reflected)
         dtype = out_type(ctx, call)
         alpha = call.arg("alpha", 1)
         if alpha != 1:
@@ -118,9 +122,7 @@ def divide(ctx, a, b, rounding_mode, dtype) -> "trt.ITensor":
 
 def _div(reflected=False, rounding_mode=None):
     def convert(ctx, call):
-        a, b = call.arg("input"), call.arg("other")
-        if reflected:
-            a, b = b, a
+        a, b = _operands(call, reflected)
         return divide(ctx, a, b, call.arg("rounding_mode", rounding_mode), out_type(ctx, call))
 
     return convert
@@ -138,9 +140,7 @@ converter(*_dunders("__rfloordiv__"), signature="input, other")(_div(reflected=T
 def _modulo(python_sign, reflected=False):
     # remainder takes the divisor's sign (Python's %), fmod the dividend's (C's fmod).
     def convert(ctx, call):
-        a, b = call.arg("input"), call.arg("other")
-        if reflected:
-            a, b = b, a
+        a, b = _operands(call, reflected)
         dtype = out_type(ctx, call)
         quotient = divide(ctx, a, b, "floor" if python_sign else "trunc", dtype)
         return ctx.elementwise(a, ctx.elementwise(quotient, b, Op.PROD, dtype), Op.SUB, dtype)
@@ -174,9 +174,7 @@ def power(ctx, base, exponent, dtype) -> "trt.ITensor":
 
 def _pow(reflected=False):
     def convert(ctx, call):
-        a, b = call.arg("input"), call.arg("exponent")
-        if reflected:
-            a, b = b, a
+        a, b = _operands(call, reflected, "exponent")
         return power(ctx, a, b, out_type(ctx, call))
 
     return convert
