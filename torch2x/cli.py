@@ -32,6 +32,9 @@ def load_model(spec: str) -> Any:
     if ":" not in spec:
         raise UsageError(f"model {spec!r} is not of the form torchvision:NAME, timm:NAME or path/to/file.py:factory")
     source, name = spec.rsplit(":", 1)
+    import torch
+
+    torch.manual_seed(0)  # random weights, the same on every run: printed errors are reproducible
     if source == "torchvision":
         import torchvision
 
