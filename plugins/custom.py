@@ -9,8 +9,14 @@ Example::
 On full TensorRT (``flavour.SUPPORTS_PLUGINS``) each call becomes a plugin layer through
 TensorRT's Python plugin API (``tensorrt.plugin``, 10.6+): a ``@trtp.register`` descriptor built
 from the shape rule and a ``@trtp.impl`` that runs the PyTorch implementation on TensorRT's
-stream. TensorRT-RTX has no plugin layers: the call is reported as needing plugin support.
-The interpreter runs a plugin layer with the op's PyTorch implementation.
+stream. The interpreter runs a plugin layer with the op's PyTorch implementation.
+
+TensorRT-RTX has no plugin layers: the call is reported as needing plugin support (``report.ok`` is False,
+strict conversions raise), but the converter raises
+:class:`~torch2x.report.UnsupportedWithPlaceholder` with one placeholder constant per output (the output's
+shape and type; metadata naming the op, its attributes and its input tensors), so the rest of the model
+converts. The interpreter runs each placeholder with the op's PyTorch implementation
+(``build_network(..., strict=False).interpret(...)``); engine builds refuse such networks.
 """
 from __future__ import annotations
 
@@ -19,13 +25,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from torch2x import flavour
 from torch2x.context import ConversionError
 from torch2x.dtypes import to_torch, to_trt
+from torch2x.flavour import trt
 from torch2x.registry import CONVERTERS, Converter
-from torch2x.tracer import register_target, traceable
+from torch2x.report import UnsupportedWithPlaceholder
+from torch2x.tracer import register_target, tensor_leaves, traceable
 
 _ATTR_TYPES = (bool, int, float, str)
 
@@ -171,7 +180,8 @@ def plugin_op(name: str, shape: Callable, dtype: Optional[Callable] = None,
             return torch.tanh(x) * scale
 
     On TensorRT-RTX, which has no plugin layers, converting a call reports
-    ``"<name> needs plugin support, which tensorrt_rtx lacks"``.
+    ``"<name> needs plugin support, which tensorrt_rtx lacks"`` and leaves placeholders that only the
+    interpreter runs (see the module docstring).
     """
     if name.count("::") != 1 or not all(name.split("::")):
         raise ValueError(f"plugin op name {name!r} must look like 'namespace::name'")
@@ -219,16 +229,39 @@ def _torch_op_exists(namespace: str, name: str) -> bool:
 
 def _convert(ctx, call):
     op = PLUGIN_OPS[call.name]
-    if not flavour.SUPPORTS_PLUGINS:
-        raise ConversionError(f"{op.name} needs plugin support, which {flavour.NAME} lacks: rewrite it with "
-                              "torch ops, or run it in PyTorch between two converted parts of the model")
     tensors, attrs = op.split(call.bound())
-    definition = op.trt_definition(tensors, {k: type(v) for k, v in attrs.items()})
     bound = call.bound()
+    if not flavour.SUPPORTS_PLUGINS:
+        raise UnsupportedWithPlaceholder(
+            f"{op.name} needs plugin support, which {flavour.NAME} lacks: rewrite it with torch ops, or run it in "
+            "PyTorch between two converted parts of the model (build_network(strict=False) keeps a placeholder "
+            "that only the interpreter runs)", _placeholders(ctx, call, op, tensors, attrs))
+    definition = op.trt_definition(tensors, {k: type(v) for k, v in attrs.items()})
     inputs = [ctx.trt(bound[n], ctx.dtype_for(bound[n].dtype)) for n in tensors]
     layer = ctx.network.add_plugin(definition(*inputs, **attrs))
     layer.metadata = json.dumps({"torch2x_plugin": op.name, "tensors": list(tensors), "attrs": attrs})
     return [layer.get_output(i) for i in range(layer.num_outputs)]
+
+
+def _placeholders(ctx, call, op: PluginOp, tensors: tuple, attrs: dict) -> list:
+    """One constant of zeros per output of the call, of its network shape and type, whose metadata lets the
+    interpreter run ``op.impl`` in its place (see ``torch2x.interpreter.core.placeholder_meta``)."""
+    bound = call.bound()
+    # identities of its own: _mark_outputs renames a tensor it marks as a network output, which would
+    # leave the names in the metadata dangling
+    inputs = [ctx.network.add_identity(ctx.trt(bound[n], ctx.dtype_for(bound[n].dtype))).get_output(0)
+              for n in tensors]
+    outputs = []
+    for k, t in enumerate(tensor_leaves(call.output)):
+        dtype = ctx.dtype_for(t.dtype)
+        # zero bytes are zero in every TensorRT type, bfloat16 included (which numpy cannot hold)
+        zeros = np.zeros(t.numel() * to_torch(dtype).itemsize, np.uint8)
+        ctx._keepalive.append(zeros)  # TensorRT keeps a pointer to the weights
+        layer = ctx.network.add_constant(tuple(t.shape), trt.Weights(dtype, zeros.ctypes.data, t.numel()))
+        layer.metadata = json.dumps({"torch2x_plugin": op.name, "placeholder": True, "output": k,
+                                     "tensors": list(tensors), "attrs": attrs, "inputs": [i.name for i in inputs]})
+        outputs.append(layer.get_output(0))
+    return outputs
 
 
 def run_plugin_layer(name: str, inputs: list, meta: dict) -> list:

@@ -73,8 +73,15 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
     """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages.
 
     ``progress_monitor``: an ``IProgressMonitor``, True/False, or None to show build progress only on a
-    terminal.
+    terminal. Refuses networks holding placeholders (see :func:`placeholder_ops`).
     """
+    held = placeholder_ops(network)
+    if held:
+        # their constants would make an engine that computes zeros where the op should run
+        raise EngineBuildError(f"cannot build an engine: the network holds placeholders for {', '.join(held)}, "
+                               f"which TensorRT ({flavour.describe()}) cannot run (see the conversion report). "
+                               "Only the interpreter runs them (ConvertedNetwork.interpret, torch2x.check); "
+                               "build the engine with a TensorRT that has plugin support, or rewrite those ops")
     config = builder.create_builder_config()
     if max_workspace_size:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(max_workspace_size))
@@ -95,6 +102,26 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
         raise EngineBuildError(f"TensorRT ({flavour.describe()}) could not build the engine: "
                                f"{LOGGER.take_errors() or 'no message'}")
     return bytes(memoryview(plan))
+
+
+def placeholder_ops(network: "trt.INetworkDefinition") -> list:
+    """The ops a network holds placeholders for (layers only the interpreter runs), in layer order.
+
+    A converter that cannot express a call on this TensorRT may stand in for it with placeholder layers
+    (:class:`~torch2x.report.UnsupportedWithPlaceholder`): plugin ops on TensorRT-RTX. Example::
+
+        placeholder_ops(torch2x.build_network(model, [x], strict=False).network)  # ["mylib::scaled_tanh"]
+    """
+    from .interpreter.core import placeholder_meta
+
+    ops: list = []
+    for i in range(network.num_layers):
+        meta = placeholder_meta(network.get_layer(i))
+        if meta is not None:
+            op = str(meta.get("torch2x_plugin") or network.get_layer(i).name)
+            if op not in ops:
+                ops.append(op)
+    return ops
 
 
 def _add_inputs(ctx: ConversionContext, tensors: list, names: list, profiles: list) -> None:
@@ -161,7 +188,9 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
         out = net.interpret(x)   # CPU check of the network against model(x)
 
     ``strict=True`` raises :class:`UnsupportedOperatorError` when any traced call could
-    not be converted; ``strict=False`` only when a network output depends on one.
+    not be converted; ``strict=False`` only when a network output depends on one, unless the converter
+    left a placeholder for it (a plugin op on TensorRT-RTX): then the interpreter runs the network,
+    with the op's PyTorch implementation in place of the placeholder, and ``build_engine`` refuses it.
     ``progress`` shows conversion progress over the top-level modules (default: on a terminal).
     ``dynamic_shapes`` gives inputs ranges, e.g. ``{"input_0": {0: (1, 8, 32)}}`` (see torch2x.dynamic):
     those dims are dynamic in the network, each range set is an optimization profile, and ops whose

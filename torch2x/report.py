@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .context import ConversionError
+
 
 @dataclass
 class UnsupportedCall:
@@ -16,10 +18,29 @@ class UnsupportedCall:
     count: int = 0
     module_paths: Counter = field(default_factory=Counter)
     example: str = ""
+    placeholder: bool = False  # the network holds a stand-in only the interpreter runs (UnsupportedWithPlaceholder)
 
     def to_dict(self) -> dict:
         return {"op": self.op, "reason": self.reason, "count": self.count,
-                "module_paths": dict(self.module_paths), "example": self.example}
+                "module_paths": dict(self.module_paths), "example": self.example, "placeholder": self.placeholder}
+
+
+class UnsupportedWithPlaceholder(ConversionError):
+    """Raised by a converter that cannot express a call on this TensorRT but can stand in for it.
+
+    ``outputs`` are network tensors of the call's output shapes and types from layers marked as
+    placeholders (JSON ``metadata`` with ``"placeholder": true`` and the names of the tensors to read,
+    see ``torch2x.interpreter.core.placeholder_meta``). The tracer reports the call as unsupported,
+    so ``report.ok`` is False and a strict conversion fails, but binds ``outputs`` instead of
+    poisoning them: later calls still convert, the interpreter runs the whole network, and
+    ``build_engine`` refuses it. Example (in a converter)::
+
+        raise UnsupportedWithPlaceholder(f"{name} needs plugin support", [placeholder_tensor])
+    """
+
+    def __init__(self, reason: str, outputs: list):
+        super().__init__(reason)
+        self.outputs = outputs
 
 
 def describe_value(value: Any) -> str:
@@ -54,10 +75,11 @@ class ConversionReport:
         entry.count += 1
         entry.module_paths[module_path or "<root>"] += 1
 
-    def add_unsupported(self, op: str, module_path: str, reason: str, example: str) -> None:
+    def add_unsupported(self, op: str, module_path: str, reason: str, example: str, placeholder: bool = False) -> None:
+        """Count one call of ``op`` that could not be converted (``placeholder``: the network stands in for it)."""
         entry = self.unsupported.get(op)
         if entry is None:
-            entry = self.unsupported[op] = UnsupportedCall(op, reason, example=example)
+            entry = self.unsupported[op] = UnsupportedCall(op, reason, example=example, placeholder=placeholder)
         entry.count += 1
         entry.module_paths[module_path or "<root>"] += 1
 

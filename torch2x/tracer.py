@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from .context import ConversionContext, ConversionError
 from .flavour import trt
 from .registry import Call, lookup, signature_of
-from .report import ConversionReport, describe_value
+from .report import ConversionReport, UnsupportedWithPlaceholder, describe_value
 
 log = logging.getLogger("torch2x")
 _local = threading.local()
@@ -423,8 +423,12 @@ class Tracer:
         call = Call(qualname, conv.signature or signature_of(original), args, kwargs, out, path)
         ctx.begin_call(path, call.op)
         ctx.fp32_region = ctx.policy.runs_in_fp32(qualname, path, conv.fp32)
+        placeholder = None
         try:
-            result = conv.fn(ctx, call)
+            try:
+                result = conv.fn(ctx, call)
+            except UnsupportedWithPlaceholder as exc:  # reported below, but its outputs stand in: not poisoned
+                result, placeholder = exc.outputs, exc
             ctx.fp32_region = False
             produced = list(result) if isinstance(result, (list, tuple)) else [result]
             if len(produced) != len(outputs):
@@ -464,6 +468,9 @@ class Tracer:
                                    for p, names, ids in self.module_outputs]
         if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
             self._written_through_view(args[0])
+        if placeholder is not None:
+            self.report.add_unsupported(qualname, path, str(placeholder), self._example(args, kwargs), placeholder=True)
+            return out
         self.report.converted_calls += 1
         return out
 

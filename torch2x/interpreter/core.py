@@ -7,6 +7,7 @@ function per ``LayerType``, registered with :func:`rule`.
 """
 from __future__ import annotations
 
+import json
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
@@ -19,6 +20,8 @@ RuleOutput = Union[Tensor, Sequence[Tensor]]
 Rule = Callable[["trt.ILayer", list, "Env"], RuleOutput]
 
 RULES: dict = {}
+# The RULES key of placeholder layers (see placeholder_meta), which run on other tensors than their inputs.
+PLACEHOLDER = "placeholder"
 
 
 def layer_type(layer: "trt.ILayer") -> "trt.LayerType":
@@ -93,6 +96,35 @@ class Env:
         return self.cached(layer, attr, make)
 
 
+def placeholder_meta(layer: "trt.ILayer") -> Optional[dict]:
+    """The metadata of a placeholder layer as a dict, or None for any other layer.
+
+    A converter that cannot express a call on this TensorRT (a plugin op on TensorRT-RTX) may add a
+    layer of the call's output shape and type carrying JSON ``metadata`` such as
+    ``{"placeholder": true, "inputs": ["lin/linear:0"], ...}``. The interpreter runs it with the rule
+    registered for :data:`PLACEHOLDER`, on the values of the tensors named in ``inputs`` instead of the
+    layer's own inputs; engine builds refuse such networks. Example::
+
+        placeholder_meta(layer)  # {"placeholder": True, "inputs": [...], "torch2x_plugin": "ns::op", ...}
+    """
+    text = getattr(layer, "metadata", "")  # ILayer.metadata: TensorRT 10.0+
+    if not text or '"placeholder"' not in text:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("placeholder") is True else None
+
+
+def _input_names(layer: "trt.ILayer") -> list:
+    """The names of the tensors a layer reads (None for absent optional inputs)."""
+    meta = placeholder_meta(layer)
+    if meta is not None:
+        return list(meta.get("inputs", []))
+    return [None if t is None else t.name for t in (layer.get_input(k) for k in range(layer.num_inputs))]
+
+
 def _layers(network: "trt.INetworkDefinition") -> list:
     return [concrete_layer(network.get_layer(i)) for i in range(network.num_layers)]
 
@@ -104,30 +136,29 @@ _LOOP_TYPES = {
 
 def _topological(layers: list, available: set) -> list:
     """Layers in an order where every input is computed first (insertion order when it already is)."""
-    ordered, pending, ready = [], list(layers), set(available)
+    ordered, pending, ready = [], [(layer, _input_names(layer)) for layer in layers], set(available)
     while pending:
         remaining = []
-        for layer in pending:
-            ins = [layer.get_input(k) for k in range(layer.num_inputs)]
-            if all(t is None or t.name in ready for t in ins):
+        for layer, ins in pending:
+            if all(n is None or n in ready for n in ins):
                 ordered.append(layer)
                 ready.update(layer.get_output(k).name for k in range(layer.num_outputs))
             else:
-                remaining.append(layer)
+                remaining.append((layer, ins))
         if len(remaining) == len(pending):
             # A loop body feeds its recurrence layers back: report the loop as unsupported, not as a cycle.
-            loops = [lay for lay in remaining if layer_type(lay) in _LOOP_TYPES and layer_type(lay) not in RULES]
+            loops = [lay for lay, _ in remaining if layer_type(lay) in _LOOP_TYPES and layer_type(lay) not in RULES]
             if loops:
                 raise UnsupportedLayerError(loops[0], "loops (ILoop) are not supported")
-            names = ", ".join(repr(layer.name) for layer in remaining[:5])
+            names = ", ".join(repr(layer.name) for layer, _ in remaining[:5])
             raise LayerExecutionError(f"layers whose inputs are never produced (a cycle or a loop body?): {names}")
         pending = remaining
     return ordered
 
 
 def _plan_layer(layer: "trt.ILayer") -> tuple:
-    """(layer, its LayerType, input names (None for absent inputs), (name, trt dtype, torch dtype, shape) per output)."""
-    ins = [layer.get_input(k) for k in range(layer.num_inputs)]
+    """(layer, its LayerType or PLACEHOLDER, input names (None for absent inputs), (name, trt dtype, torch dtype,
+    shape) per output)."""
     outs = []
     for k in range(layer.num_outputs):
         t = layer.get_output(k)
@@ -143,7 +174,8 @@ def _plan_layer(layer: "trt.ILayer") -> tuple:
                 "the network is invalid; TensorRT's log names the reason"
             ) from exc
         outs.append((t.name, t.dtype, dtype, shape))
-    return layer, layer_type(layer), [None if t is None else t.name for t in ins], outs
+    kind = PLACEHOLDER if placeholder_meta(layer) is not None else layer_type(layer)
+    return layer, kind, _input_names(layer), outs
 
 
 class Interpreter:

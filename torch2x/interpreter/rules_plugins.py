@@ -8,7 +8,10 @@ equal scores unspecified; this rule keeps the lower box index first (a stable so
 torchvision's nms does), so it is one valid reading.
 
 A plugin layer made by ``plugin_op`` carries ``{"torch2x_plugin": "ns::name", "tensors": [...], "attrs": {...}}``
-as JSON in its ``metadata``; the rule runs the op's registered PyTorch implementation.
+as JSON in its ``metadata``; the rule runs the op's registered PyTorch implementation. On a TensorRT
+without plugin layers the op's outputs are placeholder constants whose metadata adds
+``"placeholder": true``, the op's input tensor names (``"inputs"``) and which output the constant
+stands for (``"output"``); the placeholder rule runs the same implementation on those tensors.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import json
 import torch
 
 from ..flavour import trt
-from .core import UnsupportedLayerError, rule
+from .core import PLACEHOLDER, UnsupportedLayerError, placeholder_meta, rule
 
 LT = trt.LayerType
 
@@ -85,3 +88,15 @@ def _plugin(layer, inputs, env):
 for _name in ("PLUGIN_V3", "PLUGIN_V2"):
     if hasattr(LT, _name):
         rule(getattr(LT, _name))(_plugin)
+
+
+@rule(PLACEHOLDER)
+def placeholder(layer, inputs, env):
+    """A placeholder constant made by ``plugin_op`` on a TensorRT without plugin layers: the op's output."""
+    meta = placeholder_meta(layer)
+    if "torch2x_plugin" not in meta:
+        raise UnsupportedLayerError(layer, "a placeholder not made by torch2x.plugins.plugin_op")
+    from torch2x.plugins.custom import run_plugin_layer
+
+    # one constant per output, so a multi-output op runs once per output: placeholders are for checks
+    return run_plugin_layer(meta["torch2x_plugin"], inputs, meta)[int(meta.get("output", 0))]
