@@ -13,7 +13,7 @@ setup(
     extras_require={
         "tensorrt": ["tensorrt>=10.8"],
         "rtx": ["tensorrt-rtx"],
-        "test": ["pytest>=8", "torchvision", "onnx", "onnxscript"],
+        "test": ["pytest>=8", "torchvision", "onnx", "onnxscript", "transformers"],  # transformers: BERT/GPT-2 from configs
         "bench": ["transformers", "onnx", "onnxscript"],  # benchmarks/zoo.py and precision.py
     },
     entry_points={"console_scripts": ["torch2x=torch2x.cli:main"]},
