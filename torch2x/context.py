@@ -17,6 +17,7 @@ import torch
 from .dtypes import to_torch, to_trt
 from .flavour import trt
 from .precision import PrecisionPolicy
+from .shapes import TracedInt, dim_of, source_dim
 
 ITensor = "trt.ITensor"
 
@@ -25,6 +26,14 @@ def sizes(value: Any) -> tuple:
     """The dims of a torch tensor (or network tensor) as ints: the one place converters read sizes, so
     that dynamic shapes can later return traced sizes here."""
     return tuple(int(s) for s in value.shape)
+
+
+def _expr_key(size: Any) -> Any:
+    """A hashable form of a traced size's recipe (equal recipes share their shape layers)."""
+    if not isinstance(size, TracedInt):
+        return int(size)
+    kind, a, b = size.expr
+    return (kind, a.name, b) if kind == "dim" else (kind, _expr_key(a), _expr_key(b))
 
 
 class ConversionError(RuntimeError):
@@ -149,6 +158,8 @@ class ConversionContext:
             elif itensor.dtype == trt.DataType.FLOAT and value.dtype == torch.float32:
                 # a float32 result of a kept op is cast down only when a reduced-precision op reads it
                 itensor = self.cast(itensor, self.dtype_for(value.dtype))
+        elif isinstance(value, TracedInt):  # a size read from a dynamic dim: computed at run time
+            itensor = self.reshape(self.shape_value(value), ())
         elif isinstance(value, (bool, int, float, np.number)):
             return self.scalar(value, dtype)
         elif hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "name"):  # already an ITensor
@@ -248,6 +259,8 @@ class ConversionContext:
 
     def scalar(self, value: Union[bool, int, float], dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
         """A rank-0 constant; its type is ``dtype`` or follows Python's (float -> policy float, int -> int64)."""
+        if isinstance(value, TracedInt):
+            return self.trt(value) if dtype is None else self.cast(self.trt(value), dtype)
         if dtype is None:
             dtype = (trt.DataType.BOOL if isinstance(value, bool) else
                      trt.DataType.INT64 if isinstance(value, (int, np.integer)) else self.dtype_for(torch.float32))
@@ -273,31 +286,215 @@ class ConversionContext:
             self._cast_sources[out.name] = itensor
         return self._casts[key]
 
-    def reshape(self, itensor: "trt.ITensor", shape: Sequence[int]) -> "trt.ITensor":
-        """``itensor`` reshaped to ``shape``, the example's sizes (no layer when it already has them).
+    def reshape(self, itensor: "trt.ITensor", shape: Sequence[Any]) -> "trt.ITensor":
+        """``itensor`` reshaped to ``shape`` (no layer when it already has it).
 
-        With dynamic dims (-1 in ``itensor.shape``), a reshape that keeps the leading dims up to the last
-        dynamic one copies them at run time (``reshape_dims`` 0 placeholders), so flatten/view after a
-        dynamic batch follow the batch; any other reshape of a dynamic dim is a ConversionError.
+        ``shape`` holds ints, at most one -1 (inferred, as in torch) and traced sizes
+        (:class:`torch2x.shapes.TracedInt`). A traced size that is the same dim of ``itensor`` is copied at
+        run time (a 0 placeholder), a single other unknown becomes -1, and anything else comes from shape
+        layers. Given only the example's ints for a tensor with dynamic dims (-1 in ``itensor.shape``),
+        leading dims equal to the example's are copied and trailing static dims kept, and one remaining
+        dim is inferred; a reshape that cannot be read that way is a ConversionError.
         """
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(s if isinstance(s, TracedInt) else int(s) for s in shape)
         current = tuple(itensor.shape)
-        if len(current) == len(shape) and all(c == s for c, s in zip(current, shape) if c >= 0):
-            return itensor  # the same shape (a dynamic dim then holds the example's size too)
-        layer = self.network.add_shuffle(itensor)
-        if all(d >= 0 for d in current):
-            layer.reshape_dims = shape
-            layer.zero_is_placeholder = False  # torch never means "copy this dim" by 0
-            return layer.get_output(0)
+        if len(shape) == len(current) and all(self._same_dim(itensor, i, s) for i, s in enumerate(shape)):
+            return itensor
+        example: Optional[tuple] = shape
+        if -1 in shape and any(d < 0 for d in current):
+            known = self._example_sizes.get(itensor.name)
+            rest = math.prod(int(s) for s in shape if s != -1)
+            example = None if known is None else tuple(math.prod(known) // rest if s == -1 else int(s) for s in shape)
+        return self._noted(self._reshape(itensor, shape), example)
+
+    def _same_dim(self, itensor: "trt.ITensor", axis: int, size: Any) -> bool:
+        """Whether ``size`` names ``itensor``'s dim ``axis`` as it is: its static size, or for a dynamic dim
+        -1, that dim traced, or the example's size (converters that pass ``tuple(x.shape)`` or the output's
+        example sizes for an unchanged layout)."""
+        d = itensor.shape[axis]
+        if d >= 0:
+            return size == d
+        if isinstance(size, TracedInt):
+            return source_dim(size) == (itensor.name, axis)
         example = self._example_sizes.get(itensor.name)
-        keep = max(i for i, d in enumerate(current) if d < 0) + 1
-        if (example is None or example[:keep] != shape[:keep] or 0 in shape
-                or math.prod(shape[keep:]) != math.prod(current[keep:])):
-            raise ConversionError(f"cannot reshape {example or current} to {shape} when dims "
-                                  f"{[i for i, d in enumerate(current) if d < 0]} are dynamic")
-        layer.reshape_dims = (0,) * keep + shape[keep:]
-        layer.zero_is_placeholder = True
+        return size == -1 or example is None or size == example[axis]
+
+    def _reshape(self, itensor: "trt.ITensor", shape: tuple) -> "trt.ITensor":
+        current = tuple(itensor.shape)
+        if not any(isinstance(s, TracedInt) for s in shape) and -1 not in shape:
+            if all(d >= 0 for d in current):
+                return self._shuffle_to(itensor, shape, copy_zeros=False)  # torch never means "copy" by 0
+            shape = self._dynamic_target(itensor, shape)
+        if 0 in shape and all(d >= 0 for d in current):
+            return self._shuffle_to(itensor, shape, copy_zeros=False)  # a real empty dim
+        return self._shuffle_to(itensor, self._placeholders(itensor, shape), copy_zeros=True)
+
+    def _noted(self, itensor: "trt.ITensor", example: Optional[Sequence[int]]) -> "trt.ITensor":
+        """``itensor``, with the example's sizes remembered when it has dynamic dims (for ``dims``)."""
+        if example is not None and any(d < 0 for d in itensor.shape):
+            self._example_sizes[itensor.name] = tuple(int(d) for d in example)
+        return itensor
+
+    def _shuffle_to(self, itensor: "trt.ITensor", shape: tuple, copy_zeros: bool) -> "trt.ITensor":
+        """A shuffle to ``shape``: static ints (-1 is inferred; 0 copies the input's dim when
+        ``copy_zeros``) or, with traced sizes, a shape tensor."""
+        layer = self.network.add_shuffle(itensor)
+        if any(isinstance(s, TracedInt) for s in shape):
+            layer.set_input(1, self.shape_tensor(shape))
+        else:
+            layer.reshape_dims = shape
+        layer.zero_is_placeholder = copy_zeros
         return layer.get_output(0)
+
+    # --- sizes that follow dynamic dims ---------------------------------------------------
+    def dims(self, value: Any) -> tuple:
+        """The sizes of a traced torch tensor or a network tensor: ints for static dims, and for
+        dynamic ones (-1 in the network) :class:`torch2x.shapes.TracedInt` holding the example's size.
+        Compute output sizes from these and pass them to ``reshape``/``expand``/``slice``.
+        Example: ``b, s, _ = ctx.dims(x); ctx.reshape(ctx.trt(x), (b, s, heads, -1))``."""
+        itensor = self.lookup(value) if isinstance(value, torch.Tensor) else value
+        if itensor is None:
+            return tuple(int(d) for d in value.shape)
+        example = value.shape if isinstance(value, torch.Tensor) else self._example_sizes.get(itensor.name)
+        if example is None:
+            if all(d >= 0 for d in itensor.shape):
+                return tuple(int(d) for d in itensor.shape)
+            raise ConversionError(f"converter bug: the example's sizes of the dynamic tensor {itensor.name} are unknown")
+        return tuple(int(d) if d >= 0 else dim_of(int(example[i]), itensor, i) for i, d in enumerate(itensor.shape))
+
+    def shape_value(self, size: Any) -> "trt.ITensor":
+        """A size (int or traced) as a 1-element INT64 network tensor, computed by shape layers (made once)."""
+        if not isinstance(size, TracedInt):
+            return self.constant(np.array([int(size)], dtype=np.int64), trt.DataType.INT64)
+        key = ("size", _expr_key(size))
+        if key in self._constants:
+            return self._constants[key][1]
+        kind, a, b = size.expr
+        if kind == "dim":
+            out = self.slice(self.shape_of(a), (b,), (1,))
+        elif kind == "mod":  # TensorRT has no integer modulo: a - (a // b) * b, floor semantics as Python's
+            floor = self.elementwise(self.shape_value(a), self.shape_value(b), trt.ElementWiseOperation.FLOOR_DIV)
+            out = self.elementwise(self.shape_value(a),
+                                   self.elementwise(floor, self.shape_value(b), trt.ElementWiseOperation.PROD),
+                                   trt.ElementWiseOperation.SUB)
+        else:
+            op = {"add": trt.ElementWiseOperation.SUM, "sub": trt.ElementWiseOperation.SUB,
+                  "mul": trt.ElementWiseOperation.PROD, "floordiv": trt.ElementWiseOperation.FLOOR_DIV}[kind]
+            out = self.elementwise(self.shape_value(a), self.shape_value(b), op)
+        self._constants[key] = (size, out)
+        return out
+
+    def shape_of(self, itensor: "trt.ITensor") -> "trt.ITensor":
+        """``itensor``'s run-time shape as a 1-D INT64 tensor (one shape layer per tensor)."""
+        key = ("shape", itensor.name)
+        if key not in self._constants:
+            self._constants[key] = (None, self.cast(self.network.add_shape(itensor).get_output(0), trt.DataType.INT64))
+        return self._constants[key][1]
+
+    def shape_tensor(self, sizes: Sequence[Any]) -> "trt.ITensor":
+        """``sizes`` (ints and traced sizes) as a 1-D INT64 network tensor: runs of ints become one constant."""
+        pieces: list = []
+        run: list = []
+        for s in sizes:
+            if isinstance(s, TracedInt):
+                if run:
+                    pieces.append(self.shape_value_list(run))
+                    run = []
+                pieces.append(self.shape_value(s))
+            else:
+                run.append(int(s))
+        if run:
+            pieces.append(self.shape_value_list(run))
+        if len(pieces) == 1:
+            return pieces[0]
+        layer = self.network.add_concatenation(pieces)
+        layer.axis = 0
+        return layer.get_output(0)
+
+    def shape_value_list(self, values: Sequence[int]) -> "trt.ITensor":
+        """Static sizes as a 1-D INT64 constant."""
+        return self.constant(np.array(values, dtype=np.int64), trt.DataType.INT64)
+
+    def _placeholders(self, itensor: "trt.ITensor", shape: tuple) -> tuple:
+        """``shape`` with traced sizes that repeat ``itensor``'s dim at the same position as 0, and a
+        single other unknown as -1, so the reshape needs no shape layers."""
+        name = itensor.name
+        out = [0 if source_dim(s) == (name, i) else s for i, s in enumerate(shape)]
+        unknown = [i for i, s in enumerate(out) if isinstance(s, TracedInt) or s == -1]
+        if len(unknown) == 1:
+            out[unknown[0]] = -1
+        return tuple(out)
+
+    def _dynamic_target(self, itensor: "trt.ITensor", shape: tuple) -> tuple:
+        """The example's target ``shape`` for an ``itensor`` with dynamic dims: leading and trailing dims
+        equal to the example's follow the input (traced sizes), one remaining dim is inferred (-1)."""
+        current = tuple(itensor.shape)
+        dims = self.dims(itensor)
+        example = tuple(int(d) for d in dims)
+        out: list = list(shape)
+        lead = 0
+        while lead < min(len(current), len(shape)) and example[lead] == shape[lead]:
+            out[lead] = dims[lead]
+            lead += 1
+        trail = 0
+        while trail < min(len(current), len(shape)) - lead and example[-1 - trail] == shape[-1 - trail]:
+            out[len(shape) - 1 - trail] = dims[len(current) - 1 - trail]
+            trail += 1
+        middle_in, middle_out = current[lead:len(current) - trail], shape[lead:len(shape) - trail]
+        if any(d < 0 for d in middle_in):
+            if len(middle_out) != 1:
+                raise ConversionError(f"cannot reshape {example} to {shape} when dims "
+                                      f"{[i for i, d in enumerate(current) if d < 0]} are dynamic")
+            out[lead] = -1
+        return tuple(out)
+
+    def shuffle(self, itensor: "trt.ITensor", reshape: Optional[Sequence[Any]] = None,
+                first: Optional[Sequence[int]] = None, second: Optional[Sequence[int]] = None) -> "trt.ITensor":
+        """One shuffle layer: transpose ``first``, reshape to ``reshape`` (ints, one -1, traced sizes),
+        transpose ``second`` (None skips a step). With dynamic dims a single unknown size is inferred and
+        more come from shape layers. Example: ``ctx.shuffle(x, (b, s, heads, -1), second=(0, 2, 1, 3))``."""
+        layer = self.network.add_shuffle(itensor)
+        dims = self._known_dims(itensor)  # the example's sizes, to remember the output's (None: unknown)
+        if first is not None:
+            layer.first_transpose = tuple(first)
+            dims = None if dims is None else tuple(dims[o] for o in first)
+        if reshape is not None:
+            shape = tuple(reshape)
+            unknown = [i for i, v in enumerate(shape) if isinstance(v, TracedInt) or v == -1]
+            if -1 not in shape:
+                dims = shape
+            elif dims is not None:
+                rest = math.prod(int(v) for v in shape if v != -1)
+                dims = tuple(math.prod(int(d) for d in dims) // rest if v == -1 else v for v in shape)
+            if len(unknown) == 1:
+                shape = tuple(-1 if i == unknown[0] else int(v) for i, v in enumerate(shape))
+            if any(isinstance(v, TracedInt) for v in shape):
+                layer.set_input(1, self.shape_tensor(shape))
+            else:
+                layer.reshape_dims = tuple(int(v) for v in shape)
+            layer.zero_is_placeholder = False
+        if second is not None:
+            layer.second_transpose = tuple(second)
+            dims = None if dims is None else tuple(dims[o] for o in second)
+        return self._noted(layer.get_output(0), dims)
+
+    def _known_dims(self, itensor: "trt.ITensor") -> Optional[tuple]:
+        """``dims(itensor)``, or None when it has dynamic dims whose example sizes nobody recorded."""
+        try:
+            return self.dims(itensor)
+        except ConversionError:
+            return None
+
+    def arange(self, length: Any, dtype: "trt.DataType" = None) -> "trt.ITensor":
+        """``0, 1, ..., length - 1`` as a 1-D tensor (INT64 by default); a traced ``length`` gives a fill
+        layer whose size follows the input, a static one a constant."""
+        dtype = dtype or trt.DataType.INT64
+        if not isinstance(length, TracedInt):
+            return self.constant(torch.arange(int(length)), dtype)
+        layer = self.network.add_fill((int(length),), trt.FillOperation.LINSPACE, dtype)
+        layer.set_input(0, self.shape_tensor([length]))
+        layer.alpha, layer.beta = 0, 1
+        return self._noted(layer.get_output(0), (int(length),))
 
     def permute(self, itensor: "trt.ITensor", order: Sequence[int]) -> "trt.ITensor":
         """``itensor`` with its axes in ``order`` (no layer for the identity order)."""
@@ -306,7 +503,8 @@ class ConversionContext:
             return itensor
         layer = self.network.add_shuffle(itensor)
         layer.first_transpose = order
-        return layer.get_output(0)
+        example = self.dims(itensor)
+        return self._noted(layer.get_output(0), [example[o] for o in order])
 
     def slice(self, itensor: "trt.ITensor", start: Sequence[int], shape: Sequence[int],
               stride: Optional[Sequence[int]] = None, mode: Optional["trt.SampleMode"] = None,
@@ -320,41 +518,53 @@ class ConversionContext:
         Example: ``ctx.slice(x, (0, 1), (2, 3), (1, 2))`` is ``x[0:2, 1:7:2]``.
         """
         rank = len(itensor.shape)
-        start = tuple(int(s) for s in start)
-        shape = tuple(int(s) for s in shape)
+        start = tuple(v if isinstance(v, TracedInt) else int(v) for v in start)
+        shape = tuple(v if isinstance(v, TracedInt) else int(v) for v in shape)
         stride = (1,) * rank if stride is None else tuple(int(s) for s in stride)
-        if (mode is None and start == (0,) * rank and shape == tuple(itensor.shape)
+        whole = all(n == d if d >= 0 else source_dim(n) == (itensor.name, i)
+                    for i, (n, d) in enumerate(zip(shape, itensor.shape)))
+        if (mode is None and start == (0,) * rank and whole and len(shape) == rank
                 and all(st == 1 or n <= 1 for st, n in zip(stride, shape))):
             return itensor
-        layer = self.network.add_slice(itensor, start, shape, stride)
+        layer = self.network.add_slice(itensor, tuple(int(v) for v in start), tuple(int(v) for v in shape), stride)
+        if any(isinstance(v, TracedInt) for v in start):
+            layer.set_input(1, self.shape_tensor(start))
+        if any(isinstance(v, TracedInt) for v in shape):
+            layer.set_input(2, self.shape_tensor(shape))
         if mode is not None:
             layer.mode = mode
         if mode == trt.SampleMode.FILL and fill:  # TensorRT fills with 0 without a fill input
             layer.set_input(4, self.scalar(fill, itensor.dtype))
-        return layer.get_output(0)
+        return self._noted(layer.get_output(0), shape)
 
-    def expand(self, itensor: "trt.ITensor", shape: Sequence[int]) -> "trt.ITensor":
-        """``itensor`` broadcast to the static ``shape`` (torch's ``expand``): leading 1s, then a
-        stride-0 slice re-reads each size-1 axis. Example: ``ctx.expand(ctx.scalar(0.0), (2, 3))``."""
-        shape = tuple(int(s) for s in shape)
-        itensor = self.reshape(itensor, (1,) * (len(shape) - len(itensor.shape)) + tuple(itensor.shape))
-        if tuple(itensor.shape) == shape:
+    def expand(self, itensor: "trt.ITensor", shape: Sequence[Any]) -> "trt.ITensor":
+        """``itensor`` broadcast to ``shape`` (torch's ``expand``; ints or traced sizes): leading 1s, then
+        a stride-0 slice re-reads each size-1 axis. Example: ``ctx.expand(ctx.scalar(0.0), (2, 3))``."""
+        shape = tuple(v if isinstance(v, TracedInt) else int(v) for v in shape)
+        itensor = self.broadcast_rank(itensor, len(shape))
+        current = tuple(itensor.shape)
+        if all(c == s if c >= 0 else source_dim(s) == (itensor.name, i) for i, (c, s) in enumerate(zip(current, shape))):
             return itensor
-        stride = [0 if d == 1 and s != 1 else 1 for d, s in zip(itensor.shape, shape)]
-        return self.network.add_slice(itensor, (0,) * len(shape), shape, stride).get_output(0)
+        if any(c < 0 and not isinstance(s, TracedInt) and s != 1 for c, s in zip(current, shape)):
+            # torch expands only size-1 dims, so a dynamic dim's target (given as the example's size) is itself
+            shape = tuple(d if c < 0 else s for d, c, s in zip(self.dims(itensor), current, shape))
+        stride = [0 if d == 1 and s != 1 else 1 for d, s in zip(current, shape)]
+        return self.slice(itensor, (0,) * len(shape), shape, stride)
+
+    def broadcast_rank(self, itensor: "trt.ITensor", rank: int) -> "trt.ITensor":
+        """``itensor`` with leading size-1 dims up to ``rank`` (dynamic dims are copied at run time)."""
+        count = rank - len(itensor.shape)
+        if count <= 0:
+            return itensor
+        if all(d >= 0 for d in itensor.shape):
+            return self.reshape(itensor, (1,) * count + tuple(itensor.shape))
+        ones = (1,) * count + self.dims(itensor)
+        return self._noted(self._shuffle_to(itensor, ones, copy_zeros=False), ones)
 
     def broadcast(self, *itensors: "trt.ITensor") -> list:
         """The tensors at one rank (leading size-1 dims added), as TensorRT's elementwise layers need."""
         rank = max(len(t.shape) for t in itensors)
-        return [t if len(t.shape) == rank else self._prepend_ones(t, rank - len(t.shape)) for t in itensors]
-
-    def _prepend_ones(self, itensor: "trt.ITensor", count: int) -> "trt.ITensor":
-        if all(d >= 0 for d in itensor.shape):
-            return self.reshape(itensor, (1,) * count + tuple(itensor.shape))
-        layer = self.network.add_shuffle(itensor)  # 0 placeholders copy the (dynamic) dims at run time
-        layer.reshape_dims = (1,) * count + (0,) * len(itensor.shape)
-        layer.zero_is_placeholder = True
-        return layer.get_output(0)
+        return [self.broadcast_rank(t, rank) for t in itensors]
 
     def elementwise(self, a: Any, b: Any, op: "trt.ElementWiseOperation",
                     dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
@@ -408,7 +618,7 @@ class ConversionContext:
         that TensorRT's convolution and pooling layers take: an unbatched input gets N=1 and a single
         spatial dim gets a trailing dim of 1 (extend the window/stride/padding with 1/1/0).
         Reshape the layer's output back with ``ctx.reshape(out, call.output.shape)``."""
-        shape = tuple(itensor.shape)
+        shape = self.dims(itensor)
         if len(shape) == spatial + 1:
             shape = (1,) + shape
         if spatial == 1:

@@ -82,32 +82,27 @@ def probe_input(profiles: list, name: str, example: torch.Tensor) -> torch.Tenso
 
 
 class ShapeProbe(Tracer):
-    """Runs the forward pass at the probe shapes and records, for every call the tracer would convert,
-    its output shapes: comparing them with the example's shows which output dims are dynamic."""
+    """Runs the forward pass at the probe shapes and records every call the tracer sees with its output
+    shapes: the main pass numbers its calls the same way, so comparing the n-th call's shapes with the
+    example's shows which output dims are dynamic."""
 
-    def __init__(self, inputs: list):
+    def __init__(self):
         super().__init__(ctx=None, module=None, report=None)
-        self.live: dict = {id(t): t for t in inputs}
         self.records: list = []
 
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
-        if not any(id(t) in self.live for t in tensor_leaves((args, kwargs))):
-            return out
-        outputs = tensor_leaves(out) or ([args[0]] if _is_inplace(qualname) else [])
-        if outputs:
-            self.records.append((qualname, [tuple(t.shape) for t in outputs]))
-            self.live.update((id(t), t) for t in outputs)
+        outputs = tensor_leaves(out) or ([args[0]] if _is_inplace(qualname) and args else [])
+        self.records.append((qualname, [tuple(t.shape) for t in outputs]))
         return out
 
     def _unknown_call(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
-        if any(id(t) in self.live for t in tensor_leaves((args, kwargs))):
-            self.live.update((id(t), t) for t in tensor_leaves(out))
+        pass
 
 
 def probe(module: Any, probe_inputs: list, call_inputs: list) -> Optional[list]:
     """The probe pass's records, or None when the model fails at the probe shapes (then dynamic dims are
     not checked; the caller reports that)."""
-    tracer = ShapeProbe(probe_inputs)
+    tracer = ShapeProbe()
     try:
         with torch.no_grad(), tracer:
             module(*call_inputs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import sys
 import threading
 import types
@@ -25,6 +26,7 @@ from .context import ConversionContext, ConversionError
 from .flavour import trt
 from .registry import Call, lookup, signature_of
 from .report import ConversionReport, UnsupportedWithPlaceholder, describe_value
+from .shapes import TracedInt
 
 log = logging.getLogger("torch2x")
 _local = threading.local()
@@ -55,7 +57,9 @@ _TENSOR_DUNDERS = {
     "__rshift__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__getitem__", "__setitem__",
     "__bool__", "__int__", "__float__", "__index__",
 }
-_TENSOR_PROPERTIES = {"T", "mT", "H", "mH", "data", "real"}
+_TENSOR_PROPERTIES = {"T", "mT", "H", "mH", "data", "real", "shape"}
+# Reads of a tensor's sizes: with dynamic dims they return traced sizes (torch2x.shapes) instead of ints.
+_SIZE_READS = {"torch.Tensor.shape", "torch.Tensor.size", "torch.Tensor.numel"}
 _SKIP_FUNCTIONS = {
     "is_tensor", "is_storage", "compile", "load", "save", "typename", "set_printoptions", "manual_seed",
     "seed", "initial_seed", "get_default_dtype", "set_default_dtype", "is_grad_enabled", "get_rng_state",
@@ -209,13 +213,15 @@ def _uninstall() -> None:
 
 
 def leaves(value: Any) -> Iterator[Any]:
-    """Every leaf of nested tuples, lists and dicts, depth first."""
+    """Every leaf of nested tuples, lists and dicts (and the bounds of slices), depth first."""
     if isinstance(value, (list, tuple)):
         for v in value:
             yield from leaves(v)
     elif isinstance(value, dict):
         for v in value.values():
             yield from leaves(v)
+    elif isinstance(value, slice):  # x[:, :n] with a traced n
+        yield from (value.start, value.stop, value.step)
     else:
         yield value
 
@@ -373,12 +379,14 @@ class Tracer:
             self._poison(outputs)
 
     def involved(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Optional[tuple]:
-        """(traced inputs, poisoned inputs, outputs) of a call, or None when it reads no traced tensor.
-        The outputs of an in-place op that returns nothing (``__setitem__``) are its first argument."""
-        inputs = tensor_leaves((args, kwargs))
+        """(traced inputs, poisoned inputs, outputs) of a call, or None when it reads no traced tensor
+        and no traced size. The outputs of an in-place op that returns nothing (``__setitem__``) are its
+        first argument."""
+        values = list(leaves((args, kwargs)))
+        inputs = [v for v in values if isinstance(v, torch.Tensor)]
         traced = [t for t in inputs if self.ctx.lookup(t) is not None]
         poisoned = [t for t in inputs if self.is_poisoned(t)]
-        if not traced and not poisoned:
+        if not traced and not poisoned and not any(isinstance(v, TracedInt) for v in values):
             return None
         outputs = tensor_leaves(out)
         if _is_inplace(qualname) and not outputs:
@@ -387,6 +395,9 @@ class Tracer:
 
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
+        probed = self._next_probe(qualname)
+        if qualname in _SIZE_READS:
+            return self._sizes(qualname, args, kwargs, out)
         involved = self.involved(qualname, args, kwargs, out)
         if involved is None:
             return out
@@ -397,7 +408,6 @@ class Tracer:
             if _short(qualname) in DATA_DEPENDENT and traced:
                 self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
             return out
-        probed = self._next_probe(qualname)
         if poisoned:
             if lookup(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
                 self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
@@ -474,8 +484,22 @@ class Tracer:
         self.report.converted_calls += 1
         return out
 
+    def _sizes(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Any:
+        """``x.shape``, ``x.size(dim)`` or ``x.numel()`` with a traced size for each dynamic dim of ``x``."""
+        itensor = self.ctx.lookup(args[0])
+        if itensor is None or all(d >= 0 for d in itensor.shape):
+            return out
+        dims = self.ctx.dims(args[0])
+        if qualname == "torch.Tensor.numel":
+            return math.prod(dims)
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dim is None:
+            return torch.Size(dims)
+        return dims[dim] if isinstance(dim, int) else tuple(dims[d] for d in dim)
+
     def _next_probe(self, qualname: str) -> Optional[list]:
-        """The probe pass's output shapes for this call (see torch2x.dynamic), or None without a probe."""
+        """The probe pass's output shapes for this call (see torch2x.dynamic), or None without a probe.
+        Both passes number every call they see, so the n-th call here is the probe's n-th call."""
         if self.probe is None:
             return None
         if self._probe_index >= len(self.probe) or self.probe[self._probe_index][0] != qualname:
