@@ -14,6 +14,7 @@ from .linear import add_bias, matmul
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import is_traced
 
 Op = trt.ElementWiseOperation
 F32 = trt.DataType.FLOAT
@@ -57,22 +58,15 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False, safe=False):
 
 
 def _causal(ctx, length, source, rank=2):
-    """torch's is_causal mask: query i attends to keys 0..i (top-left aligned), as a KEEP mask of ``rank``."""
-    keep = torch.ones(length, source, dtype=torch.bool).tril()
-    return ctx.constant(keep.reshape((1,) * (rank - 2) + (length, source)), trt.DataType.BOOL)
-
-
-def _shuffle(ctx, x, reshape=None, first=None, second=None):
-    """One shuffle layer: transpose ``first``, reshape, transpose ``second`` (None: skip that step)."""
-    layer = ctx.network.add_shuffle(x)
-    if first is not None:
-        layer.first_transpose = tuple(first)
-    if reshape is not None:
-        layer.reshape_dims = tuple(int(d) for d in reshape)
-        layer.zero_is_placeholder = False
-    if second is not None:
-        layer.second_transpose = tuple(second)
-    return layer.get_output(0)
+    """torch's is_causal mask: query i attends to keys 0..i (top-left aligned), as a KEEP mask of ``rank``.
+    Traced lengths (dynamic shapes) compare two index ranges in the network instead of a constant."""
+    if not (is_traced(length) or is_traced(source)):
+        keep = torch.ones(length, source, dtype=torch.bool).tril()
+        return ctx.constant(keep.reshape((1,) * (rank - 2) + (length, source)), trt.DataType.BOOL)
+    rows = ctx.shuffle(ctx.arange(length), (1,) * (rank - 1) + (length,), second=tuple(range(rank - 2)) + (rank - 1, rank - 2))
+    cols = ctx.shuffle(ctx.arange(source), (1,) * (rank - 1) + (source,))
+    later = ctx.elementwise(cols, rows, Op.GREATER)  # key after the query: hidden
+    return ctx.network.add_unary(later, trt.UnaryOperation.NOT).get_output(0)
 
 
 # ----------------------------------------------------------------------------- scaled_dot_product_attention
@@ -89,7 +83,7 @@ def scaled_dot_product_attention(ctx, call):
     q, k, v = (ctx.trt(t, dtype) for t in (query, key, value))
     scale = call.arg("scale")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
-    L, S = query.shape[-2], key.shape[-2]
+    L, S = ctx.dims(query)[-2], ctx.dims(key)[-2]
     masks = []
     if call.has("attn_mask"):
         mask = call.arg("attn_mask")
@@ -123,23 +117,23 @@ def _head_grouped(ctx, mask, hk, g):
 
 # ----------------------------------------------------------------------------- multi-head attention
 
-def _heads(ctx, x, batch_first, batched, heads):
-    """(L, N, E) / (N, L, E) / (L, E) -> (1, N, H, L, head_dim): the layout the attention core works in."""
-    shape = tuple(x.shape)
+def _heads(ctx, x, dims, batch_first, batched, heads):
+    """(L, N, E) / (N, L, E) / (L, E) -> (1, N, H, L, head_dim): the layout the attention core works in.
+    ``dims`` are the torch input's sizes (traced ones follow dynamic dims)."""
     if not batched:
-        L, E = shape
-        return _shuffle(ctx, x, (1, L, 1, heads, E // heads), second=(0, 2, 3, 1, 4))
+        L, E = dims
+        return ctx.shuffle(x, (1, L, 1, heads, E // heads), second=(0, 2, 3, 1, 4))
     if batch_first:
-        N, L, E = shape
-        return _shuffle(ctx, x, (1, N, L, heads, E // heads), second=(0, 1, 3, 2, 4))
-    L, N, E = shape
-    return _shuffle(ctx, x, (1, L, N, heads, E // heads), second=(0, 2, 3, 1, 4))
+        N, L, E = dims
+        return ctx.shuffle(x, (1, N, L, heads, E // heads), second=(0, 1, 3, 2, 4))
+    L, N, E = dims
+    return ctx.shuffle(x, (1, L, N, heads, E // heads), second=(0, 2, 3, 1, 4))
 
 
 def _merge_heads(ctx, x, out_shape, batch_first, batched):
     """(1, N, H, L, head_dim) -> (L, N, E) / (N, L, E) / (L, E)."""
     order = (0, 1, 3, 2, 4) if batch_first or not batched else (3, 0, 1, 2, 4)
-    return _shuffle(ctx, x, first=order, reshape=out_shape)
+    return ctx.shuffle(x, out_shape, first=order)
 
 
 def _linear(ctx, x, weight, bias, dtype):
@@ -148,13 +142,13 @@ def _linear(ctx, x, weight, bias, dtype):
 
 def _split_packed(ctx, x, weight, bias, dtype, heads, batch_first, batched):
     """Self-attention's packed projection as one matrix multiply, split into q, k, v heads."""
-    y = _linear(ctx, x, weight, bias, dtype)
-    shape = tuple(x.shape)
+    y = _linear(ctx, ctx.trt(x, dtype), weight, bias, dtype)
+    shape = ctx.dims(x)
     rows = shape[:2] if batched else (shape[0], 1)
     order = (2, 0, 3, 1, 4) if batch_first and batched else (2, 1, 3, 0, 4)
-    y5 = _shuffle(ctx, y, rows + (3, heads, shape[-1] // heads), second=order)
-    part = (1,) + tuple(y5.shape)[1:]
-    return [ctx.network.add_slice(y5, (i, 0, 0, 0, 0), part, (1, 1, 1, 1, 1)).get_output(0) for i in range(3)]
+    y5 = ctx.shuffle(y, rows + (3, heads, shape[-1] // heads), second=order)
+    part = (1,) + ctx.dims(y5)[1:]
+    return [ctx.slice(y5, (i, 0, 0, 0, 0), part) for i in range(3)]
 
 
 def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_weights, average, batch_first,
@@ -169,7 +163,7 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
     batched = len(query.shape) == 3
     E = query.shape[-1]
     if proj[0] == "packed" and query is key and key is value:
-        q, k, v = _split_packed(ctx, ctx.trt(query, dtype), proj[1], proj[2], dtype, heads, batch_first, batched)
+        q, k, v = _split_packed(ctx, query, proj[1], proj[2], dtype, heads, batch_first, batched)
     else:
         weights, biases = proj[1], proj[2]
         if proj[0] == "packed":
@@ -177,15 +171,15 @@ def _mha(ctx, query, key, value, heads, proj, out_weight, out_bias, masks, need_
             biases = proj[2].chunk(3) if proj[2] is not None else (None, None, None)
             if weights is None:
                 raise ConversionError("a traced in_proj_weight is not supported")
-        q, k, v = (_heads(ctx, _linear(ctx, ctx.trt(x, dtype), w, b, dtype), batch_first, batched, heads)
-                   for x, w, b in zip((query, key, value), weights, biases))
+        q, k, v = (_heads(ctx, _linear(ctx, ctx.trt(x, dtype), w, b, dtype), ctx.dims(x)[:-1] + (E,), batch_first,
+                          batched, heads) for x, w, b in zip((query, key, value), weights, biases))
     head_dim = E // heads
     if extra_kv is not None:
         n_extra = extra_kv[0].shape[0]
         k, v = (_append_keys(ctx, t, rows, heads, dtype) for t, rows in zip((k, v), extra_kv))
         masks = [(_append_keys(ctx, m, None, heads, m.dtype, n_extra), kind) for m, kind in masks]
     out, probs = attention(ctx, q, k, v, masks, 1.0 / math.sqrt(head_dim), dtype, probs_out=True, safe=safe)
-    out = _merge_heads(ctx, out, out_shape[:-1] + (E,), batch_first, batched)
+    out = _merge_heads(ctx, out, tuple(out_shape[:-1]) + (E,), batch_first, batched)
     out = _linear(ctx, out, out_weight, out_bias, dtype)
     if not need_weights:
         return [out]
@@ -226,8 +220,8 @@ def multi_head_attention_forward(ctx, call):
     query, key, value = a["query"], a["key"], a["value"]
     heads = a["num_heads"]
     batched = query.dim() == 3
-    L, S = query.shape[0], key.shape[0]
-    N = query.shape[1] if batched else 1
+    L, S = ctx.dims(query)[0], ctx.dims(key)[0]
+    N = ctx.dims(query)[1] if batched else 1
     dtype = ctx.dtype_for(call.output[0].dtype)
     attn_mask, kpm = a["attn_mask"], a["key_padding_mask"]
     masks = []
@@ -253,7 +247,7 @@ def multi_head_attention_forward(ctx, call):
         extra.append((torch.zeros(1, query.shape[-1]),) * 2)
     extra_kv = [torch.cat(t) for t in zip(*extra)] if extra else None
     return _mha(ctx, query, key, value, heads, proj, a["out_proj_weight"], a["out_proj_bias"], masks,
-                a["need_weights"], a["average_attn_weights"], False, tuple(call.output[0].shape), dtype, extra_kv,
+                a["need_weights"], a["average_attn_weights"], False, ctx.dims(query), dtype, extra_kv,
                 safe=not a["need_weights"])  # torch computes that case with SDPA, whose softmax is safe
 
 
@@ -280,13 +274,13 @@ def native_multi_head_attention(ctx, call):
     a = call.bound()
     query, key = a["query"], a["key"]
     heads = a["num_head"]
-    N, L = query.shape[0], query.shape[1]
-    S = key.shape[1]
+    N, L = ctx.dims(query)[:2]
+    S = ctx.dims(key)[1]
     masks = [] if a["mask"] is None else [_native_mask(ctx, a["mask"], a["mask_type"], N, heads, L, S)]
     dtype = ctx.dtype_for(call.output[0].dtype)
     return _mha(ctx, query, key, a["value"], heads, ("packed", a["qkv_weight"], a["qkv_bias"]), a["proj_weight"],
                 a["proj_bias"], masks, a["need_weights"], a["average_attn_weights"], True,
-                tuple(call.output[0].shape), dtype)
+                ctx.dims(query), dtype)
 
 
 @converter("torch._nested_tensor_from_mask", signature="t, mask, mask_check=True")

@@ -3,16 +3,20 @@ values (``copy_``, ``torch.tensor``/``as_tensor``/``new_tensor`` of traced data)
 
 Calls that create a tensor from Python values alone (``torch.zeros(3)``, ``torch.arange(n)``)
 touch no traced tensor, so they never reach a converter: their result becomes a constant
-where it is used. The calls here take a traced tensor, but (except for ``fill_`` with a
-traced value and ``copy_``) their values do not depend on its data: with fixed shapes the
-result is a filled tensor of the real output's shape, built by :func:`full`.
+where it is used. With dynamic shapes a size read from a dynamic dim is traced
+(``torch.zeros(x.shape[0], 4)``, ``torch.arange(x.size(1))``), and such calls are converted
+here. The other calls take a traced tensor, but (except for ``fill_`` with a traced value and
+``copy_``) their values do not depend on its data: the result is a filled tensor of the
+input's (or the requested) sizes, built by :func:`full`.
 """
 from __future__ import annotations
 
 import torch
 
 from torch2x.context import ConversionError
+from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import is_traced
 
 
 def full(ctx, shape, value, dtype) -> "trt.ITensor":  # noqa: F821
@@ -27,10 +31,29 @@ def full(ctx, shape, value, dtype) -> "trt.ITensor":  # noqa: F821
     return ctx.expand(ctx.reshape(ctx.trt(value, dtype), ()), tuple(shape))
 
 
+def _sizes_asked(ctx, call):
+    """The sizes a creation call makes: its ``size`` argument(s) as given (traced sizes follow dynamic
+    dims), a ``*_like`` input's, or the example's."""
+    args = call.args[1:] if call.name.startswith("torch.Tensor.new_") else call.args
+    if call.name in ("torch.Tensor.new_full", "torch.full"):
+        args = args[:1]  # then fill_value
+    if "size" in call.kwargs:
+        args = (call.kwargs["size"],)
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    if call.name.endswith("_like") or call.name in ("torch.Tensor.zero_", "torch.zero_", "torch.Tensor.fill_",
+                                                    "torch.fill_", "torch.fill"):
+        return ctx.dims(call.args[0]) if ctx.is_traced(call.args[0]) else tuple(call.output.shape)
+    if args and all(isinstance(a, int) for a in args):
+        return tuple(args)
+    return tuple(call.output.shape)
+
+
 def _filled(value):
     def convert(ctx, call):
         out = call.output
-        return full(ctx, out.shape, value if value is not None else call.arg("fill_value"), out.dtype)
+        fill = value if value is not None else call.arg("fill_value")
+        return full(ctx, _sizes_asked(ctx, call), fill, out.dtype)
 
     return convert
 
@@ -44,6 +67,26 @@ converter("torch.Tensor.new_zeros", "torch.Tensor.new_empty", signature=_LIKE_SI
 converter("torch.Tensor.new_ones", signature=_LIKE_SIG)(_filled(1))
 converter("torch.Tensor.new_full", signature="input, size, fill_value, *args, **kwargs")(_filled(None))
 converter("torch.Tensor.zero_", "torch.zero_", signature="input")(_filled(0))
+# reached only with a traced size (dynamic shapes); fixed sizes make constants
+converter("torch.zeros", "torch.empty", signature="*size, **kwargs")(_filled(0))
+converter("torch.ones", signature="*size, **kwargs")(_filled(1))
+converter("torch.full", signature="size, fill_value, **kwargs")(_filled(None))
+
+
+@converter("torch.arange", signature="*args, **kwargs")
+def arange(ctx, call):
+    """``torch.arange`` with a traced bound (dynamic shapes): a fill layer of the traced length."""
+    bounds = dict(zip(("start", "end", "step") if len(call.args) > 1 else ("end",), call.args))
+    bounds.update({k: call.kwargs[k] for k in ("start", "end", "step") if k in call.kwargs})
+    start, end, step = bounds.get("start", 0), bounds["end"], bounds.get("step", 1)
+    if not all(isinstance(v, int) for v in (start, end, step)) or step <= 0:
+        raise ConversionError("arange with a traced bound takes int bounds and a positive step")
+    values = ctx.arange((end - start + (step - 1)) // step)
+    if step != 1:
+        values = ctx.elementwise(values, step, trt.ElementWiseOperation.PROD)
+    if not (isinstance(start, int) and not is_traced(start) and start == 0):
+        values = ctx.elementwise(values, start, trt.ElementWiseOperation.SUM)
+    return ctx.cast(values, ctx.dtype_for(call.output.dtype))
 
 
 @converter("torch.Tensor.fill_", "torch.fill_", "torch.fill", signature="input, value")
@@ -51,7 +94,7 @@ def fill_(ctx, call):
     value = call.arg("value")
     if isinstance(value, torch.Tensor) and value.numel() != 1:
         raise ConversionError(f"{call.op} with a {value.dim()}-d value: PyTorch fills with one value only")
-    return full(ctx, call.output.shape, value, call.output.dtype)
+    return full(ctx, _sizes_asked(ctx, call), value, call.output.dtype)
 
 
 def _from_data(ctx, call, data):

@@ -13,6 +13,7 @@ import torch
 from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import is_traced
 
 Op = trt.ElementWiseOperation
 
@@ -87,10 +88,7 @@ def _plan(ctx, items: list, shape: tuple):
         if item is None:
             layout.append(("new",))
         elif isinstance(item, slice):
-            bounds = (None if v is None else int(v) for v in (item.start, item.stop, item.step))
-            lo, hi, step = slice(*bounds).indices(shape[dim])
-            n = len(range(lo, hi, step))
-            start[dim], size[dim], stride[dim] = (lo if n else 0), n, step
+            start[dim], size[dim], stride[dim] = _slice_bounds(item, shape[dim])
             layout.append(("dim", dim))
             dim += 1
         elif isinstance(item, torch.Tensor) and item.dtype == torch.bool:
@@ -114,6 +112,28 @@ def _plan(ctx, items: list, shape: tuple):
     return (start, size, stride), layout, advanced
 
 
+def _slice_bounds(item: slice, size) -> tuple:
+    """(start, length, step) of ``item`` over a dim of ``size``; a traced size or bound (dynamic shapes)
+    gives traced ones, assuming the bounds lie inside the dim as they do in the example."""
+    if not any(is_traced(v) for v in (item.start, item.stop, item.step, size)):
+        lo, hi, step = slice(*(None if v is None else int(v) for v in (item.start, item.stop, item.step))).indices(size)
+        n = len(range(lo, hi, step))
+        return (lo if n else 0), n, step
+    step = 1 if item.step is None else int(item.step)
+    if step <= 0:
+        raise ConversionError("a negative slice step over a dynamic dim; flip the tensor instead")
+
+    def bound(v, default):
+        if v is None:
+            return default
+        if not is_traced(v) and is_traced(size) and v >= int(size):
+            return size  # past the example's end: to the end at any size
+        return size + v if not is_traced(v) and v < 0 else v
+
+    lo, hi = bound(item.start, 0), bound(item.stop, size)
+    return lo, (hi - lo + (step - 1)) // step, step
+
+
 def _flat_index(ctx, advanced: list, size: list):
     """One index into the merged advanced axes, broadcast like PyTorch broadcasts the index tensors."""
     strides = [math.prod(size[a] for _, a, _ in advanced[k + 1:]) for k in range(len(advanced))]
@@ -130,16 +150,6 @@ def _flat_index(ctx, advanced: list, size: list):
     return flat
 
 
-def _transpose_reshape(ctx, x, order, dims):
-    if tuple(order) == tuple(range(len(order))):
-        return ctx.reshape(x, dims)
-    layer = ctx.network.add_shuffle(x)
-    layer.first_transpose = tuple(order)
-    layer.reshape_dims = tuple(int(d) for d in dims)
-    layer.zero_is_placeholder = False
-    return layer.get_output(0)
-
-
 def _select_traced_scalars(ctx, x, items: list):
     """PyTorch takes a 0-dim integer index tensor as an integer: gather it away before the rest."""
     axes, axis = [], 0
@@ -148,7 +158,7 @@ def _select_traced_scalars(ctx, x, items: list):
             axes.append((k, axis))
         axis += 0 if item is None else item.dim() if isinstance(item, torch.Tensor) and item.dtype == torch.bool else 1
     for k, axis in reversed(axes):
-        index = _wrap_index(ctx, items.pop(k), int(x.shape[axis]))
+        index = _wrap_index(ctx, items.pop(k), ctx.dims(x)[axis])
         x = ctx.network.add_gather(x, index, axis).get_output(0)
     return x
 
@@ -157,7 +167,7 @@ def _getitem(ctx, source, index, out_shape):
     x = ctx.trt(source)
     items = _items(ctx, index, len(x.shape))
     x = _select_traced_scalars(ctx, x, items)
-    shape = tuple(x.shape)
+    shape = ctx.dims(x)
     (start, size, stride), layout, advanced = _plan(ctx, items, shape)
     dropped = [a for a in range(len(shape)) if ("dim", a) not in layout]
     if (len(dropped) == 1 and not advanced and len(layout) == len(shape) - 1
@@ -167,7 +177,8 @@ def _getitem(ctx, source, index, out_shape):
         return ctx.network.add_gather(x, index, dropped[0]).get_output(0)
     y = ctx.slice(x, start, size, stride)
     if not advanced:
-        return ctx.reshape(y, out_shape)
+        kept = ctx.dims(y)
+        return ctx.reshape(y, [kept[e[1]] if e[0] == "dim" else 1 for e in layout])
     positions = [p for p, _, _ in advanced]
     # PyTorch keeps the indexed axes in place when they are adjacent, else puts them first.
     q = positions[0] if positions == list(range(positions[0], positions[0] + len(positions))) else 0
@@ -185,7 +196,7 @@ def _getitem(ctx, source, index, out_shape):
         else:
             dims.append(1)
     order += [a for a in range(len(shape)) if a not in order]  # the integer-indexed axes, size 1 now
-    y = _transpose_reshape(ctx, y, order, dims)
+    y = ctx.shuffle(y, dims, first=order) if order != sorted(order) else ctx.reshape(y, dims)
     gathered = ctx.network.add_gather(y, _flat_index(ctx, advanced, size), q).get_output(0)
     if tuple(gathered.shape) != tuple(out_shape):
         raise ConversionError(f"converter bug: indexing laid out {tuple(gathered.shape)}, PyTorch gives {out_shape}")
@@ -422,17 +433,18 @@ _PAD_MODES = {"constant": trt.SampleMode.FILL, "reflect": trt.SampleMode.REFLECT
               "replicate": trt.SampleMode.CLAMP, "circular": trt.SampleMode.WRAP}
 
 
-def _pad(ctx, source, pad, mode: str, value, out_shape):
+def _pad(ctx, source, pad, mode: str, value):
     """F.pad as one slice: the sample mode reads the padding (negative pads start inside and crop)."""
     if mode not in _PAD_MODES:
         raise ConversionError(f"pad mode {mode!r}")
     x = ctx.trt(source)
     rank = len(x.shape)
     pad = [int(p) for p in pad]
+    size = list(ctx.dims(x))  # traced sizes for dynamic dims: the padded size follows them
     if mode == "circular" and min(pad) < 0:
         # torch crops first and wraps around the cropped tensor.
         crop = [min(p, 0) for p in pad]
-        start, size = [0] * rank, list(x.shape)
+        start = [0] * rank
         for k in range(len(pad) // 2):
             start[rank - 1 - k] = -crop[2 * k]
             size[rank - 1 - k] += crop[2 * k] + crop[2 * k + 1]
@@ -441,14 +453,15 @@ def _pad(ctx, source, pad, mode: str, value, out_shape):
     start = [0] * rank
     for k in range(len(pad) // 2):
         start[rank - 1 - k] = -pad[2 * k]
-    return ctx.slice(x, start, out_shape, mode=_PAD_MODES[mode], fill=value)
+        size[rank - 1 - k] += pad[2 * k] + pad[2 * k + 1]
+    return ctx.slice(x, start, size, mode=_PAD_MODES[mode], fill=value)
 
 
 @converter("torch.nn.functional.pad")
 def pad(ctx, call):
-    return _pad(ctx, call.arg("input"), call.arg("pad"), call.arg("mode"), call.arg("value"), sizes(call.output))
+    return _pad(ctx, call.arg("input"), call.arg("pad"), call.arg("mode"), call.arg("value"))
 
 
 @converter("torch.constant_pad_nd", signature="input, pad, value=0")
 def constant_pad_nd(ctx, call):
-    return _pad(ctx, call.arg("input"), call.arg("pad"), "constant", call.arg("value"), sizes(call.output))
+    return _pad(ctx, call.arg("input"), call.arg("pad"), "constant", call.arg("value"))

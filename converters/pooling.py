@@ -21,7 +21,7 @@ def _pooling(ctx, x, kind, n: int, kernel: tuple, stride: tuple, padding: tuple,
     EXPLICIT_ROUND_UP does not, so the mode is chosen from the output size torch computed (it is
     always the round-down or the round-up count). Returns the output in ``x``'s layout.
     """
-    in_sizes = tuple(x.shape[-n:])
+    in_sizes = tuple(int(d) for d in ctx.dims(x)[-n:])  # the example's sizes (also of dynamic dims)
     floor = tuple((size + 2 * p - k) // s + 1 for size, k, s, p in zip(in_sizes, kernel, stride, padding))
     round_up = tuple(out_sizes) != floor
     if n == 1:  # TensorRT pools 2-d or 3-d windows only
@@ -69,7 +69,7 @@ def _avg_pool(n: int):
             return y
         # sum / divisor = average * (window count / divisor), exact only where every window counts
         # the full kernel volume: no padding left out of the count, no ceil-mode window past the end.
-        in_sizes = tuple(x.shape[-n:])
+        in_sizes = tuple(int(d) for d in ctx.dims(x)[-n:])  # the example's sizes (also of dynamic dims)
         full = all((o - 1) * s + k <= size + 2 * p for o, s, k, size, p in zip(out_sizes, stride, kernel, in_sizes, padding))
         if not full or (not include and any(padding)):
             raise ConversionError("divisor_override with windows of varying counts (padding excluded or ceil_mode)")
@@ -108,7 +108,7 @@ def _adaptive(ctx, x, kind, n: int, out_sizes: tuple):
     is exact for both max and average).
     """
     rank = len(x.shape)
-    in_sizes = tuple(x.shape[-n:])
+    in_sizes = tuple(int(d) for d in ctx.dims(x)[-n:])  # the example's sizes (also of dynamic dims)
     even = tuple(size // out if size % out == 0 else 1 for size, out in zip(in_sizes, out_sizes))
     if any(k > 1 for k in even):
         after = tuple(size // k for size, k in zip(in_sizes, even))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import is_traced
 
 from .pooling import _adaptive
 
@@ -64,10 +65,12 @@ def resize(ctx, x, out_shape, mode, align_corners, scales=None):
             layer.exclude_outside = False
     if scales is not None and not (kind != _IM.NEAREST and align_corners):
         layer.scales = [1.0, 1.0] + [float(s) for s in scales]
+    elif any(is_traced(s) for s in out_shape):  # sizes read from dynamic dims
+        layer.set_input(1, ctx.shape_tensor(out_shape))
     else:
         layer.shape = tuple(out_shape)
     out = layer.get_output(0)
-    if tuple(out.shape) != tuple(out_shape):  # TensorRT rounded in*scale differently from torch: map by shape
+    if any(a >= 0 and a != int(b) for a, b in zip(out.shape, out_shape)):  # TensorRT rounded in*scale unlike torch
         raise ConversionError(f"resize by scales {scales} gives shape {tuple(out.shape)}, torch {tuple(out_shape)}")
     return out
 
@@ -87,8 +90,18 @@ def interpolate(ctx, call):
     if call.arg("antialias", False):
         raise ConversionError("interpolate with antialias=True: TensorRT's resize has no antialiasing filter")
     x = call.arg("input")
-    return resize(ctx, x, call.output.shape, call.arg("mode"), bool(call.arg("align_corners")),
+    return resize(ctx, x, _out_shape(ctx, call, x), call.arg("mode"), bool(call.arg("align_corners")),
                   _scales(call, x.dim() - 2))
+
+
+def _out_shape(ctx, call, x):
+    """The output sizes: the input's batch and channels, then ``size`` as given (traced sizes follow
+    dynamic dims), or the example's when a scale factor decides them."""
+    size = call.arg("size", None)
+    if size is None:
+        return tuple(call.output.shape)
+    spatial = x.dim() - 2
+    return ctx.dims(x)[:2] + (tuple(size) if isinstance(size, (tuple, list)) else (size,) * spatial)
 
 
 @converter("torch.nn.functional.upsample_nearest")

@@ -11,28 +11,39 @@ from typing import Sequence
 import torch
 
 from torch2x.context import ConversionError, sizes
+from torch2x.shapes import is_traced
 from torch2x.flavour import trt
 from torch2x.registry import converter, lookup
 
 
-def _shuffle(ctx, x, reshape: Sequence[int], transpose: Sequence[int]):
-    """One shuffle layer: reshape to ``reshape``, then permute with ``transpose``."""
-    layer = ctx.network.add_shuffle(x)
-    layer.reshape_dims = tuple(int(s) for s in reshape)
-    layer.zero_is_placeholder = False
-    layer.second_transpose = tuple(int(p) for p in transpose)
-    return layer.get_output(0)
-
-
 def _dims_arg(call, name: str) -> list:
     """A sizes/dims argument given as ``*ints``, one tuple/list/torch.Size, or by keyword."""
+    return [int(v) for v in _size_args(call, name)]
+
+
+def _size_args(call, name: str) -> list:
+    """Like ``_dims_arg`` but keeps traced sizes (torch2x.shapes.TracedInt) as they are."""
     if name in call.kwargs:
         value = call.kwargs[name]
     else:
         value = call.args[1:]
         if len(value) == 1 and isinstance(value[0], (tuple, list, torch.Size)):
             value = value[0]
-    return [int(v) for v in ([value] if isinstance(value, int) else value)]
+    return list([value] if isinstance(value, int) else value)
+
+
+def _requested_shape(ctx, call, source, out) -> Sequence:
+    """The target shape of a view/reshape/expand as the call asked for it when that matters (traced
+    sizes, -1 on a tensor with dynamic dims, another tensor's shape); otherwise the example's sizes."""
+    dynamic = any(d < 0 for d in ctx.trt(source).shape)
+    other = call.args[1] if len(call.args) > 1 else None
+    if call.name.endswith("_as") and isinstance(other, torch.Tensor):
+        return ctx.dims(other)
+    if call.name.rsplit(".", 1)[-1] in ("view", "reshape", "expand", "broadcast_to"):
+        requested = _size_args(call, "size" if "size" in call.kwargs else "shape")
+        if any(is_traced(s) for s in requested) or (dynamic and -1 in requested):
+            return requested
+    return sizes(out)
 
 
 # ----------------------------------------------------------------------------- reshapes
@@ -50,7 +61,7 @@ def reshape(ctx, call):
         raise ConversionError(f"{call.name} of several tensors is not supported; call it on each tensor")
     if out.dtype != source.dtype:
         raise ConversionError(f"{call.name} reinterprets {source.dtype} bits as {out.dtype}; TensorRT has no bitcast")
-    return ctx.reshape(ctx.trt(source), sizes(out))
+    return ctx.reshape(ctx.trt(source), _requested_shape(ctx, call, source, out))
 
 
 # ----------------------------------------------------------------------------- permutations
@@ -126,7 +137,14 @@ if lookup("torch.Tensor.contiguous") is None:  # elementwise.py may own it (the 
 @converter("torch.Tensor.expand", "torch.Tensor.expand_as", "torch.broadcast_to", "torch.Tensor.broadcast_to",
            "torch.expand_copy", signature="input, *args, **kwargs")
 def expand(ctx, call):
-    return ctx.expand(ctx.trt(call.arg("input")), sizes(call.output))
+    source = call.arg("input")
+    shape = list(_requested_shape(ctx, call, source, call.output))
+    given = ctx.dims(source)
+    for i, d in enumerate(given):  # -1 keeps the input's size (aligned at the end)
+        j = len(shape) - len(given) + i
+        if shape[j] == -1 and not is_traced(shape[j]):
+            shape[j] = d
+    return ctx.expand(ctx.trt(source), shape)
 
 
 @converter("torch.broadcast_tensors", signature="*tensors")
@@ -139,9 +157,13 @@ def tile(ctx, call):
     # A WRAP slice reads input[i mod size] on every axis: a tiling in one layer.
     x = ctx.trt(call.arg("input"))
     shape = sizes(call.output)
-    x = ctx.reshape(x, (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
+    x = ctx.broadcast_rank(x, len(shape))
     if tuple(x.shape) == shape:
         return x
+    if any(d < 0 for d in x.shape):  # each dim times its repeat count (tile pads the counts on the left)
+        repeats = _size_args(call, "dims" if "dims" in call.kwargs else "repeats")
+        repeats = [1] * (len(shape) - len(repeats)) + list(repeats)
+        shape = tuple(d * r for d, r in zip(ctx.dims(x), repeats))
     return ctx.slice(x, (0,) * len(shape), shape, mode=trt.SampleMode.WRAP)
 
 
@@ -166,7 +188,7 @@ def repeat_interleave(ctx, call):
 
 def _piece(ctx, x, axis: int, start: int, size: int):
     starts = [0] * len(x.shape)
-    shape = list(x.shape)
+    shape = list(ctx.dims(x))
     starts[axis], shape[axis] = start, size
     return ctx.slice(x, starts, shape)
 
@@ -353,7 +375,7 @@ def roll(ctx, call):
 def pixel_shuffle(ctx, call):
     source, r = call.arg("input"), int(call.arg("upscale_factor"))
     *lead, c, h, w = sizes(source)
-    y = _shuffle(ctx, ctx.trt(source), (math.prod(lead), c // (r * r), r, r, h, w), (0, 1, 4, 2, 5, 3))
+    y = ctx.shuffle(ctx.trt(source), (math.prod(lead), c // (r * r), r, r, h, w), second=(0, 1, 4, 2, 5, 3))
     return ctx.reshape(y, sizes(call.output))
 
 
@@ -361,7 +383,7 @@ def pixel_shuffle(ctx, call):
 def pixel_unshuffle(ctx, call):
     source, r = call.arg("input"), int(call.arg("downscale_factor"))
     *lead, c, h, w = sizes(source)
-    y = _shuffle(ctx, ctx.trt(source), (math.prod(lead), c, h // r, r, w // r, r), (0, 1, 3, 5, 2, 4))
+    y = ctx.shuffle(ctx.trt(source), (math.prod(lead), c, h // r, r, w // r, r), second=(0, 1, 3, 5, 2, 4))
     return ctx.reshape(y, sizes(call.output))
 
 
@@ -373,7 +395,7 @@ def channel_shuffle(ctx, call):
     inner = 1
     for d in rest:
         inner *= d
-    y = _shuffle(ctx, ctx.trt(source), (n, g, c // g, inner), (0, 2, 1, 3))
+    y = ctx.shuffle(ctx.trt(source), (n, g, c // g, inner), second=(0, 2, 1, 3))
     return ctx.reshape(y, sizes(call.output))
 
 
@@ -393,7 +415,7 @@ def unfold(ctx, call):
     if step == size:
         # Non-overlapping windows are a reshape and a transpose: one shuffle.
         x = ctx.slice(x, [0] * rank, pre + (n * size,) + post)
-        return _shuffle(ctx, x, pre + (n, size) + post, order)
+        return ctx.shuffle(x, pre + (n, size) + post, second=order)
     windows = torch.arange(n).reshape(n, 1) * step + torch.arange(size)
     y = ctx.network.add_gather(x, ctx.constant(windows, trt.DataType.INT64), axis).get_output(0)
     return ctx.permute(y, order)
