@@ -85,7 +85,8 @@ def torchvision_model(name: str, image_size: int) -> torch.nn.Module:
     import torchvision
 
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None)
+    segmentation = name in torchvision.models.list_models(module=torchvision.models.segmentation)
+    model = torchvision.models.get_model(name, weights=None, **({"weights_backbone": None} if segmentation else {}))
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics

@@ -59,3 +59,25 @@ def test_random_is_reported(fn):
     report = torch2x.report(_Wrap(lambda x: fn(x.sigmoid())), [torch.randn(4)])
     assert not report.ok
     assert "random" in str(report)
+
+
+# With dynamic shapes a size read from a dynamic dim is traced, so creation calls from Python sizes
+# alone reach these converters: their sizes (and arange's values) must follow the input.
+@pytest.mark.parametrize("fn", [
+    lambda x: x + torch.zeros(x.shape[0], 3),
+    lambda x: x * torch.ones((x.size(0), 1), dtype=torch.float32),
+    lambda x: x - torch.full((x.shape[0], 3), 1.5),
+    lambda x: x + torch.empty(x.shape[0], 3).fill_(2.0),
+    lambda x: x + torch.arange(x.shape[0]).reshape(-1, 1),
+    lambda x: x + torch.arange(1, 2 * x.shape[0] + 1, 2, dtype=torch.float32).unsqueeze(1),
+    lambda x: x * torch.arange(x.size(0) - 1, x.size(0) + 2).to(x.dtype),
+    lambda x: torch.zeros_like(x, dtype=torch.int32) + x.new_ones(x.shape[0], 1, dtype=torch.int32),
+    lambda x: x.new_full((x.shape[0], 3), 0.25) * x,
+])
+def test_creation_from_traced_sizes(fn):
+    net = torch2x.build_network(fn, [torch.randn(3, 3)], input_names=["x"], dynamic_shapes={"x": {0: (1, 3, 6)}})
+    for batch in (1, 3, 6, 4):
+        x = torch.randn(batch, 3)
+        out, ref = net.interpret(x), fn(x)
+        assert out.dtype == ref.dtype and torch.equal(out, ref), f"batch {batch}"
+    assert net.build_engine() is not None
