@@ -241,14 +241,25 @@ def test_cache_round_trip_is_bit_identical(tmp_path):
         loaded_values = loaded.amax[name] if isinstance(value, list) else [loaded.amax[name]]
         assert [v.hex() for v in loaded_values] == [v.hex() for v in values]
     data = json.loads(path.read_text())
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert data["tensors"]["layer0/relu"]["scale"] == 0.1 / 127
+
+
+def test_cache_round_trips_smoothing_factors(tmp_path):
+    cache = CalibrationCache({"fc/linear": 2.5, "conv/conv2d": 1.0}, {"fc/linear": [0.5, 3.0, 1 / 3]})
+    path = tmp_path / "smooth.json"
+    cache.save(path)
+    loaded = CalibrationCache.load(path)
+    assert loaded == cache and loaded.smooth == {"fc/linear": [0.5, 3.0, 1 / 3]}
+    assert "smooth" not in json.loads(path.read_text())["tensors"]["conv/conv2d"]
+    with pytest.raises(ValueError, match="smoothing factors"):
+        CalibrationCache({"fc/linear": 1.0}, {"fc/linear": [0.0]})
 
 
 def test_cache_refuses_other_versions_and_non_finite_values():
     text = CalibrationCache({"x": 1.0}).to_json()
     with pytest.raises(ValueError, match="version"):
-        CalibrationCache.from_json(text.replace('"version": 1', '"version": 2'))
+        CalibrationCache.from_json(text.replace('"version": 2', '"version": 1'))  # no smoothing factors
     with pytest.raises(ValueError):
         CalibrationCache({"x": math.inf})
 

@@ -4,8 +4,10 @@ Quantization is symmetric: ``scale = amax / 127``, ``q = clamp(round_half_even(x
 as TensorRT's IQuantizeLayer computes it. ``amax`` comes from one of three algorithms over a
 per-tensor histogram of ``|x|`` (``HistogramCollector``): the KL-divergence search of TensorRT's
 legacy entropy calibrator (``entropy_threshold``), a percentile (``percentile_threshold``), or the
-running absolute max (``max_threshold``). Weights use per-output-channel max (``weight_scales``).
-``CalibrationCache`` stores the results as JSON.
+running absolute max (``max_threshold``); or, without a histogram, the candidate ``amax`` with the
+least relative quantization error per row (``RowErrorCollector``, "relative"). Weights use
+per-output-channel max (``weight_scales``). Linear layers reading a layer norm's output may be
+smoothed first (``smoothing_factors``, [SQ]). ``CalibrationCache`` stores the results as JSON.
 
 Sources of the conventions:
 
@@ -18,6 +20,9 @@ Sources of the conventions:
   (``_compute_amax_entropy``, ``_compute_amax_percentile``): merge map, tie-breaking, candidates.
 * [TVM] apache/tvm python/tvm/relay/quantize/kl_divergence.py (``_find_scale_by_kl``, ported from
   MXNet's ``_get_optimal_threshold``, citing [GTC17]): Q's empty bins follow P, zero smoothing.
+* [SQ] G. Xiao et al., "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large
+  Language Models", ICML 2023: ``s_j = max|X_j|^a / max|W_j|^(1-a)``, ``X W^T = (X / s)(W s)^T``,
+  applied to the linear layers after a layer norm (where ``1/s`` folds into the norm's affine).
 """
 from __future__ import annotations
 
@@ -76,6 +81,8 @@ class HistogramCollector:
         self._range: Dict[str, float] = {}
         self._max: Dict[str, float] = {}
         self._zeros: Dict[str, int] = {}  # exact zeros seen (they are also counted in bin 0)
+        # Smoothing factors of the keys whose collected values were ``x / s`` (set by ``calibrate``).
+        self.smooth: Dict[str, List[float]] = {}
 
     def collect(self, key: str, x: torch.Tensor) -> None:
         """Add the values of ``x`` to the histogram of ``key`` (a layer name)."""
@@ -114,6 +121,11 @@ class HistogramCollector:
     def keys(self) -> List[str]:
         return list(self._hist)
 
+    def discard(self, key: str) -> None:
+        """Forget ``key``'s data (to collect it anew, e.g. smoothed)."""
+        for table in (self._hist, self._range, self._max, self._zeros):
+            table.pop(key, None)
+
     def _known(self, key: str) -> str:
         if key not in self._hist:
             raise KeyError(f"no calibration data collected for {key!r}; collected: {sorted(self._hist)}")
@@ -148,8 +160,68 @@ class HistogramCollector:
         raise ValueError(f"unknown calibration method {method!r}; use 'entropy', 'percentile' or 'max'")
 
     def compute(self, method: str = "entropy", **kwargs: float) -> "CalibrationCache":
-        """A cache with the ``amax`` of every collected key."""
-        return CalibrationCache({k: self.amax(k, method, **kwargs) for k in self._hist})
+        """A cache with the ``amax`` of every collected key (and the smoothing factors, if any)."""
+        return CalibrationCache({k: self.amax(k, method, **kwargs) for k in self._hist}, self.smooth)
+
+
+def relative_candidates(amax: float, steps: int = 48, per_octave: int = 8) -> np.ndarray:
+    """The ``amax`` values ``RowErrorCollector`` tries: ``amax * 2**(-k/per_octave)``, k = 0..steps
+    (from the max down to 1/64 of it by default)."""
+    return amax * np.exp2(-np.arange(steps + 1) / per_octave)
+
+
+class RowErrorCollector:
+    """Per key, the summed relative quantization error of each row, ``|fq(x_r) - x_r|^2 / |x_r|^2``,
+    for each candidate ``amax``; ``amax(key)`` is the candidate with the least error.
+
+    A row is the vector the operation contracts (a token's features for a linear layer, a pixel's
+    channels for a convolution). Weighing each row by its own norm keeps a few huge rows (a
+    transformer's outlier tokens) from setting the range of all the others: a mean squared error
+    over all values would spend the int8 levels on them, and every other row would lose its
+    precision; the max and percentile do the same. Rows with a rare large value still count as one
+    row each, so the clipping they suffer is weighed too.
+
+    >>> c = RowErrorCollector({"fc/linear": [4.0, 2.0, 1.0]})
+    >>> c.collect("fc/linear", torch.tensor([[0.1, -0.2], [0.3, 0.05], [4.0, 0.0]]), -1)
+    >>> c.amax("fc/linear")
+    4.0
+    """
+
+    def __init__(self, candidates: Mapping[str, Sequence[float]]):
+        self.candidates = {k: np.asarray(v, dtype=np.float64) for k, v in candidates.items()}
+        self._error = {k: np.zeros(len(v)) for k, v in self.candidates.items()}
+
+    def collect(self, key: str, x: torch.Tensor, dim: int = -1) -> None:
+        rows = x.detach().float().movedim(dim, -1).reshape(-1, x.shape[dim]) if x.dim() else x.reshape(1, 1)
+        norms = rows.pow(2).sum(1)
+        rows, norms = rows[norms > 0], norms[norms > 0]
+        if rows.numel() == 0:
+            return
+        for i, amax in enumerate(self.candidates[key]):
+            err = (fake_quantize(rows, scale_from_amax(float(amax))) - rows).pow(2).sum(1)
+            self._error[key][i] += float((err / norms).sum())
+
+    def errors(self, key: str) -> np.ndarray:
+        return self._error[key].copy()
+
+    def amax(self, key: str) -> float:
+        """The candidate with the least summed error; on ties the largest (less clipping)."""
+        return float(self.candidates[key][int(np.argmin(self._error[key]))])
+
+
+def smoothing_factors(channel_amax: np.ndarray, weight_amax: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """[SQ]'s per-input-channel factors ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``: the linear layer
+    then reads ``X / s`` (per-tensor int8 with the outlier channels scaled down) and ``W * s``
+    (per-output-channel int8 with their columns scaled up). A channel whose activations or weights
+    are all zero keeps ``s = 1``.
+
+    >>> smoothing_factors(np.array([16.0, 1.0, 0.0]), np.array([1.0, 4.0, 2.0])).tolist()
+    [4.0, 0.5, 1.0]
+    """
+    x = np.asarray(channel_amax, dtype=np.float64)
+    w = np.asarray(weight_amax, dtype=np.float64)
+    ok = (x > 0) & (w > 0)
+    return np.where(ok, np.power(np.where(ok, x, 1.0), alpha) / np.power(np.where(ok, w, 1.0), 1.0 - alpha), 1.0)
 
 
 def kl_divergences(hist: np.ndarray, num_quantized_bins: int = 128, start_bin: int = 128,
@@ -312,34 +384,44 @@ def fake_quantize(x: torch.Tensor, scale: Union[float, torch.Tensor], axis: Opti
 
 
 class CalibrationCache:
-    """``amax`` per layer name (a float, or a list per channel), saved as JSON.
+    """``amax`` per layer name (a float, or a list per channel), and the smoothing factors of the
+    linear layers whose input is divided by them first (``smooth``), saved as JSON.
 
-    File: ``{"format": "torch2x-int8-calibration", "version": 1, "tensors": {name: {"amax": a,
-    "scale": a / 127}}}``. Floats are written by ``repr`` (shortest round-trip digits) and read
-    by ``float``, so a load returns bit-identical values; ``scale`` is informative and is
-    recomputed from ``amax`` on load.
+    File: ``{"format": "torch2x-int8-calibration", "version": 2, "tensors": {name: {"amax": a,
+    "scale": a / 127[, "smooth": [s_0, s_1, ...]]}}}``; ``amax`` is then the range of ``x / s``.
+    Version 1 had no smoothing; its files are refused rather than read, since a reader of either
+    version would apply a version-2 range to the wrong tensor. Floats are written by ``repr``
+    (shortest round-trip digits) and read by ``float``, so a load returns bit-identical values;
+    ``scale`` is informative and is recomputed from ``amax`` on load.
 
     >>> CalibrationCache.from_json(CalibrationCache({"x": 0.1}).to_json()).amax
     {'x': 0.1}
     """
 
     FORMAT = "torch2x-int8-calibration"
-    VERSION = 1
+    VERSION = 2
 
-    def __init__(self, amax: Optional[Mapping[str, Union[float, Sequence[float]]]] = None):
+    def __init__(self, amax: Optional[Mapping[str, Union[float, Sequence[float]]]] = None,
+                 smooth: Optional[Mapping[str, Sequence[float]]] = None):
         self.amax: Dict[str, Amax] = {
             name: [max_threshold(float(v)) for v in value] if isinstance(value, (list, tuple))
             else max_threshold(float(value)) for name, value in (amax or {}).items()}
+        self.smooth: Dict[str, List[float]] = {name: [float(v) for v in values]
+                                               for name, values in (smooth or {}).items() if name in self.amax}
+        for name, values in self.smooth.items():
+            if not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"smoothing factors of {name!r} must be finite and > 0")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CalibrationCache) and self.amax == other.amax
+        return isinstance(other, CalibrationCache) and (self.amax, self.smooth) == (other.amax, other.smooth)
 
     def scale(self, name: str) -> Amax:
         a = self.amax[name]
         return [scale_from_amax(v) for v in a] if isinstance(a, list) else scale_from_amax(a)  # type: ignore
 
     def to_json(self) -> str:
-        tensors = {n: {"amax": a, "scale": self.scale(n)} for n, a in sorted(self.amax.items())}
+        tensors = {n: {"amax": a, "scale": self.scale(n), **({"smooth": self.smooth[n]} if n in self.smooth else {})}
+                   for n, a in sorted(self.amax.items())}
         return json.dumps({"format": self.FORMAT, "version": self.VERSION, "tensors": tensors},
                           indent=1, allow_nan=False)
 
@@ -349,7 +431,9 @@ class CalibrationCache:
         if data.get("format") != cls.FORMAT or data.get("version") != cls.VERSION:
             raise ValueError(f"not a version-{cls.VERSION} {cls.FORMAT} cache (format {data.get('format')!r}, "
                              f"version {data.get('version')!r}); recalibrate to regenerate it")
-        return cls({name: entry["amax"] for name, entry in data["tensors"].items()})
+        tensors = data["tensors"]
+        return cls({name: entry["amax"] for name, entry in tensors.items()},
+                   {name: entry["smooth"] for name, entry in tensors.items() if "smooth" in entry})
 
     def save(self, path: Union[str, Path]) -> None:
         Path(path).write_text(self.to_json())

@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .calibration import CalibrationCache, HistogramCollector, scale_from_amax, weight_scales
+from .calibration import (CalibrationCache, HistogramCollector, RowErrorCollector, relative_candidates,
+                          scale_from_amax, smoothing_factors, weight_scales)
 from .context import ConversionContext
 from .flavour import trt
 from .registry import Call, lookup, signature_of
@@ -37,7 +38,7 @@ from .report import ConversionReport
 from .structure import flatten
 from .tracer import Tracer
 
-ALGORITHMS = ("entropy", "percentile", "max")
+ALGORITHMS = ("entropy", "percentile", "max", "relative")
 _FLOATS = (trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.BF16)
 
 _CONV = ("input",)
@@ -83,24 +84,44 @@ class _Traced:
 
 _TRACED = _Traced()
 
+# Calls whose output is a normalized activation: a linear layer reading it is smoothed ([SQ] in
+# torch2x/calibration.py), since its outlier channels are few and fixed (the norm's affine weights
+# make them) and 1/s could fold into the norm's affine. Eval-mode dropout passes the mark on.
+NORMALIZATIONS = ("torch.nn.functional.layer_norm", "torch.layer_norm", "torch.nn.functional.rms_norm")
+_PASS_THROUGH = ("torch.nn.functional.dropout", "torch.dropout", "torch.Tensor.contiguous")
+SMOOTHING_ALPHA = 0.5
+
+
+def row_dim(call_name: str, operand: str) -> int:
+    """The dim an operand is contracted along: a row of the "relative" calibration is a vector along it."""
+    if operand in ("other", "mat2"):
+        return -2
+    return 1 if ".conv" in call_name else -1
+
 
 class _Recorder(Tracer):
     """A tracer that converts nothing: per intercepted call it counts the call's name as a
     conversion would (``ConversionContext.begin_call`` for every call that reads a traced tensor
-    and has a converter) and records the activation operands of quantizable calls.
+    and has a converter) and hands each activation operand of a quantizable call to
+    ``record(key, call, operand, value, normalized)``; ``normalized`` says the value is a layer
+    norm's output.
 
     Differences from a conversion only where a strict conversion fails anyway: a call whose
     converter raises still produces traced outputs here, and reads of a convolution output after
     its batch norm was folded are not reported."""
 
-    def __init__(self, module: Optional[torch.nn.Module], collector: HistogramCollector):
+    def __init__(self, module: Optional[torch.nn.Module], record: Callable[..., None]):
         super().__init__(ConversionContext(None), module, ConversionReport())
-        self.collector = collector
+        self.record = record
+        self._normalized: dict = {}  # id -> tensor (kept so that the id is not reused)
 
     def start(self, tensors: list) -> None:
         self.ctx.begin_call("", "input")  # as network._add_inputs does
         for t in tensors:
             self.ctx.bind(t, _TRACED)
+
+    def _is_normalized(self, value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and self._normalized.get(id(value)) is value
 
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
@@ -116,9 +137,13 @@ class _Recorder(Tracer):
         ctx.begin_call(call.module_path, call.op)
         names = QUANTIZABLE.get(qualname, ())
         for operand, value in activation_operands(call, ctx.is_traced):
-            self.collector.collect(activation_key(ctx.call_name, operand, names), value)
+            self.record(activation_key(ctx.call_name, operand, names), call, operand, value,
+                        self._is_normalized(value))
+        normalized = qualname in NORMALIZATIONS or (qualname in _PASS_THROUGH and self._is_normalized(args[0] if args else None))
         for t in outputs:
             ctx.bind(t, _TRACED)
+            if normalized:
+                self._normalized[id(t)] = t
         return out
 
 
@@ -127,8 +152,24 @@ def _batches(calibration_data: Iterable[Any]) -> Iterable[list]:
         yield [batch] if isinstance(batch, torch.Tensor) else list(batch)
 
 
+def _run(module: Any, batches: list, record: Callable[..., None]) -> None:
+    mod = module if isinstance(module, torch.nn.Module) else None
+    for batch in batches:
+        tensors, _ = flatten(batch)
+        recorder = _Recorder(mod, record)
+        recorder.start(tensors)
+        with torch.no_grad(), recorder:
+            module(*batch)
+
+
+def _smoothable(call: Call, operand: str, value: torch.Tensor, normalized: bool) -> bool:
+    weight = call.bound().get("weight")
+    return (normalized and call.name == "torch.nn.functional.linear" and operand == "input" and value.dim() >= 2
+            and isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[1] == value.shape[-1])
+
+
 def calibrate(module: Any, calibration_data: Iterable[Any], algorithm: str = "entropy",
-              collector: Optional[HistogramCollector] = None) -> CalibrationCache:
+              collector: Optional[HistogramCollector] = None, smoothing: bool = True) -> CalibrationCache:
     """Run ``module`` in float32 on each calibration batch and compute the ``amax`` of every
     quantizable activation, keyed by layer name.
 
@@ -137,23 +178,59 @@ def calibrate(module: Any, calibration_data: Iterable[Any], algorithm: str = "en
 
         cache = calibrate(model.eval(), [torch.randn(8, 3, 224, 224) for _ in range(32)], "entropy")
         cache.amax["layer1.0.conv1/conv2d"]
+
+    With ``smoothing`` (the default), a linear layer reading a layer norm's output gets per-channel
+    smoothing factors ``s`` ([SQ] in :mod:`torch2x.calibration`, alpha 0.5) in ``cache.smooth``; its
+    ``amax`` is then that of ``x / s``. Such models take a second pass over the data, which is
+    therefore held in a list; so does ``algorithm="relative"``, which needs every range first.
+    ``collector`` receives the histograms (of ``x / s`` where smoothed): its ``compute(algorithm)``
+    gives the cache of another histogram algorithm without running the model again.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown calibration_algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
     collector = HistogramCollector() if collector is None else collector
-    mod = module if isinstance(module, torch.nn.Module) else None
-    count = 0
+    batches = []
     for batch in _batches(calibration_data):
         tensors, _ = flatten(batch)
         if any(t.dtype == torch.float64 for t in tensors):
             raise TypeError("calibration batch holds float64 tensors: pass float32 like the example inputs")
-        recorder = _Recorder(mod, collector)
-        recorder.start(tensors)
-        with torch.no_grad(), recorder:
-            module(*batch)
-        count += 1
-    if count == 0:
+        batches.append(batch)
+    if not batches:
         raise ValueError("calibration_data holds no batch")
+
+    channel_amax: dict = {}  # smoothable key -> (max|x| per input channel, max|W| per input channel)
+
+    def first(key: str, call: Call, operand: str, value: torch.Tensor, normalized: bool) -> None:
+        collector.collect(key, value)
+        if smoothing and _smoothable(call, operand, value, normalized):
+            x = value.detach().float().abs().reshape(-1, value.shape[-1]).amax(0).numpy().astype(np.float64)
+            w = call.bound()["weight"].detach().float().abs().amax(0).numpy().astype(np.float64)
+            seen = channel_amax.get(key)
+            channel_amax[key] = (x if seen is None else np.maximum(seen[0], x), w)
+
+    _run(module, batches, first)
+    smooth = {k: smoothing_factors(x, w, SMOOTHING_ALPHA) for k, (x, w) in channel_amax.items()}
+    for key in smooth:
+        collector.discard(key)  # collected again as x / s
+    rows = None
+    if algorithm == "relative":
+        ranges = {k: collector.running_max(k) for k in collector.keys()}
+        ranges.update({k: float(np.max(channel_amax[k][0] / s)) for k, s in smooth.items()})
+        rows = RowErrorCollector({k: relative_candidates(a) for k, a in ranges.items()})
+    if smooth or rows is not None:
+        factors = {k: torch.as_tensor(s, dtype=torch.float32) for k, s in smooth.items()}
+
+        def second(key: str, call: Call, operand: str, value: torch.Tensor, normalized: bool) -> None:
+            if key in factors:
+                value = value.detach().float() / factors[key]
+                collector.collect(key, value)
+            if rows is not None:
+                rows.collect(key, value, row_dim(call.name, operand))
+
+        _run(module, batches, second)
+    collector.smooth = {k: [float(v) for v in s] for k, s in smooth.items()}
+    if rows is not None:
+        return CalibrationCache({k: rows.amax(k) for k in collector.keys()}, collector.smooth)
     return collector.compute(algorithm)
 
 
@@ -193,7 +270,15 @@ class Quantizer:
         scale = self.activation_scale(key)
         if scale is None:
             return itensor
-        return qdq(ctx, itensor, _array(ctx, torch.tensor(scale)), f"{ctx.call_name}/{operand}", None)[0]
+        base = f"{ctx.call_name}/{operand}"
+        smooth = self.cache.smooth.get(key)
+        if smooth is not None:
+            # x / s, the tensor the scale was calibrated on (the weight got the factors, _weights)
+            inverse = (1.0 / torch.tensor(smooth, dtype=torch.float64)).float()
+            with ctx.layer_names(f"{base}/smooth"):
+                factors = ctx.constant(inverse.reshape((1,) * (len(itensor.shape) - 1) + (-1,)), itensor.dtype)
+                itensor = ctx.network.add_elementwise(itensor, factors, trt.ElementWiseOperation.PROD).get_output(0)
+        return qdq(ctx, itensor, _array(ctx, torch.tensor(scale)), base, None)[0]
 
     def quantized_weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: "trt.DataType",
                           axis: int = 0) -> "trt.ITensor":
@@ -202,6 +287,10 @@ class Quantizer:
 
     def _weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: "trt.DataType", axis: int) -> tuple:
         w = weight.detach().to("cpu", torch.float32)
+        smooth = self.cache.smooth.get(ctx.call_name)
+        if smooth is not None:
+            # A smoothed linear layer (its input is x / s): the weight's input channels, its last dim, times s.
+            w = w * torch.tensor(smooth, dtype=torch.float32)
         base = f"{ctx.call_name}/weight"
         values = _array(ctx, w)
         with ctx.layer_names(base):
