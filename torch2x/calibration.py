@@ -197,9 +197,13 @@ class RowErrorCollector:
         rows, norms = rows[norms > 0], norms[norms > 0]
         if rows.numel() == 0:
             return
-        for i, amax in enumerate(self.candidates[key]):
-            err = (fake_quantize(rows, scale_from_amax(float(amax))) - rows).pow(2).sum(1)
-            self._error[key][i] += float((err / norms).sum())
+        scales = torch.tensor([scale_from_amax(float(a)) for a in self.candidates[key]], dtype=torch.float32)
+        step = max(1, (1 << 24) // rows.numel())  # candidates at a time: at most 16M values in flight
+        for i in range(0, scales.numel(), step):
+            s = scales[i:i + step].reshape(-1, 1, 1)
+            # fake_quantize for several scales at once (round half to even, clamp to [-128, 127])
+            err = (torch.round(rows / s).clamp(QMIN, QMAX) * s - rows).pow(2).sum(2)
+            self._error[key][i:i + step] += (err / norms).sum(1).double().numpy()
 
     def errors(self, key: str) -> np.ndarray:
         return self._error[key].copy()
