@@ -280,8 +280,9 @@ class Quantizer:
         if smooth is not None:
             # x / s, the tensor the scale was calibrated on (the weight got the factors, _weights)
             inverse = (1.0 / torch.tensor(smooth, dtype=torch.float64)).float()
-            with ctx.layer_names(f"{base}/smooth"):
+            with ctx.layer_names(f"{base}/smooth/factors"):
                 factors = ctx.constant(inverse.reshape((1,) * (len(itensor.shape) - 1) + (-1,)), itensor.dtype)
+            with ctx.layer_names(f"{base}/smooth"):
                 itensor = ctx.network.add_elementwise(itensor, factors, trt.ElementWiseOperation.PROD).get_output(0)
         return qdq(ctx, itensor, _array(ctx, torch.tensor(scale)), base, None)[0]
 
