@@ -357,16 +357,20 @@ def roll(ctx, call):
     shifts, dims = call.arg("shifts"), call.arg("dims")
     shifts = [shifts] if isinstance(shifts, int) else list(shifts)
     x = ctx.trt(source)
+    shape = ctx.dims(x)
     if dims is None or dims == []:
-        x, dims = ctx.reshape(x, (source.numel(),)), [0]
+        x, dims = ctx.reshape(x, (-1,)), [0]
     dims = [dims] if isinstance(dims, int) else list(dims)
     rank = len(x.shape)
     start = [0] * rank
+    size = ctx.dims(x)
     for s, d in zip(shifts, dims):
         a = ctx.axis(d, rank)
-        start[a] = (start[a] - int(s)) % max(int(x.shape[a]), 1)
-    y = ctx.slice(x, start, tuple(x.shape), mode=trt.SampleMode.WRAP) if any(start) else x
-    return ctx.reshape(y, sizes(call.output))
+        start[a] -= int(s)  # WRAP reads any start modulo the size, dynamic sizes included
+        if x.shape[a] >= 0:
+            start[a] %= max(int(x.shape[a]), 1)
+    y = ctx.slice(x, start, size, mode=trt.SampleMode.WRAP) if any(start) else x
+    return ctx.reshape(y, shape)
 
 
 # ----------------------------------------------------------------------------- pixel and channel shuffles

@@ -107,6 +107,8 @@ def _shape_arithmetic(x):
      (2, 4, 6), {0: (1, 2, 4), 1: (3, 4, 9)}, [(1, 3, 6), (2, 4, 6), (4, 9, 6), (3, 5, 6), (2, 8, 6)]),
     (lambda x: torch.cat(F.pad(x, (1, 2, 0, 2), value=0.5).chunk(2, dim=1)[::-1], dim=-1), (2, 4, 5),
      {0: (1, 2, 3), 2: (3, 5, 9)}, [(1, 4, 3), (2, 4, 5), (3, 4, 9), (2, 4, 4), (1, 4, 7)]),
+    (lambda x: torch.roll(x, shifts=(1, -2), dims=(0, 2)) + x.roll(3), (2, 4, 5),
+     {0: (1, 2, 3), 2: (3, 5, 9)}, [(1, 4, 3), (2, 4, 5), (3, 4, 9), (2, 4, 4), (1, 4, 7)]),
 ])
 def test_python_shape_arithmetic_follows_dynamic_dims(fn, example, spec, shapes):
     net = torch2x.build_network(fn, [torch.randn(example)], input_names=["x"], dynamic_shapes={"x": spec})
