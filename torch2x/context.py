@@ -282,6 +282,8 @@ class ConversionContext:
         key = (itensor.name, dtype)
         if key not in self._casts:
             out = self.network.add_cast(itensor, dtype).get_output(0)
+            if itensor.name in self._example_sizes:  # same sizes: ``dims`` works on the cast too
+                self._example_sizes[out.name] = self._example_sizes[itensor.name]
             self._casts[key] = out
             self._cast_sources[out.name] = itensor
         return self._casts[key]
