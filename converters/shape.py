@@ -197,11 +197,25 @@ def _split_consecutive(ctx, call, dim_name: str = "dim"):
     x = ctx.trt(call.arg("input"))
     axis = ctx.axis(call.arg(dim_name), len(x.shape))
     pieces, start = [], 0
-    for out in call.output:
-        size = int(out.shape[axis])
+    for size in _piece_sizes(ctx, call, x, axis):
         pieces.append(_piece(ctx, x, axis, start, size))
         start += size
     return pieces
+
+
+def _piece_sizes(ctx, call, x, axis: int) -> list:
+    """The sizes of consecutive pieces along ``axis``: the example's, or along a dynamic axis (or with
+    traced sizes) as torch computes them from the dim, for the example's number of pieces."""
+    example = [int(out.shape[axis]) for out in call.output]
+    given = [call.args[1]] if len(call.args) > 1 else [v for k, v in call.kwargs.items() if k != "dim"][:1]
+    given = given[0] if given else None
+    if x.shape[axis] >= 0 and not (isinstance(given, (list, tuple)) and any(is_traced(v) for v in given)):
+        return example
+    if isinstance(given, (list, tuple)):  # split_with_sizes: as given
+        return list(given)
+    dim = ctx.dims(x)[axis]
+    step = (dim + (given - 1)) // given if call.name.endswith("chunk") else given  # chunk's piece size
+    return [step] * (len(example) - 1) + [dim - step * (len(example) - 1)]
 
 
 @converter("torch.split", signature="input, split_size_or_sections, dim=0")
@@ -333,21 +347,21 @@ def hvdstack(ctx, call):
 @converter("torch.flip", "torch.Tensor.flip", signature="input, *args, **kwargs")
 def flip(ctx, call):
     x = ctx.trt(call.arg("input"))
-    rank = len(x.shape)
-    axes = {ctx.axis(d, rank) for d in _dims_arg(call, "dims")}
-    shape = tuple(x.shape)
-    start = [shape[a] - 1 if a in axes else 0 for a in range(rank)]
-    stride = [-1 if a in axes else 1 for a in range(rank)]
-    return ctx.slice(x, start, shape, stride)
+    return _reversed(ctx, x, {ctx.axis(d, len(x.shape)) for d in _dims_arg(call, "dims")})
 
 
 @converter("torch.fliplr", "torch.Tensor.fliplr", "torch.flipud", "torch.Tensor.flipud", signature="input")
 def fliplr(ctx, call):
-    x = ctx.trt(call.arg("input"))
-    axis = 1 if call.name.endswith("lr") else 0
-    start = [x.shape[a] - 1 if a == axis else 0 for a in range(len(x.shape))]
-    stride = [-1 if a == axis else 1 for a in range(len(x.shape))]
-    return ctx.slice(x, start, tuple(x.shape), stride)
+    return _reversed(ctx, ctx.trt(call.arg("input")), {1 if call.name.endswith("lr") else 0})
+
+
+def _reversed(ctx, x, axes: set):
+    """``x`` read backwards along ``axes``: one slice from the last element with stride -1 (traced sizes
+    follow dynamic dims)."""
+    shape = ctx.dims(x)
+    start = [shape[a] - 1 if a in axes else 0 for a in range(len(shape))]
+    stride = [-1 if a in axes else 1 for a in range(len(shape))]
+    return ctx.slice(x, start, shape, stride)
 
 
 @converter("torch.roll", "torch.Tensor.roll", signature="input, shifts, dims=None")
