@@ -284,8 +284,8 @@ def narrow(ctx, call):
     axis = ctx.axis(call.arg("dim"), len(x.shape))
     if ctx.is_traced(call.arg("start")):
         raise ConversionError("narrow at a start computed in the network; write int(start) to freeze it")
-    start = int(call.arg("start"))
-    return _piece(ctx, x, axis, start % x.shape[axis] if start < 0 else start, int(call.arg("length")))
+    start, length = call.arg("start"), call.arg("length")  # ints, or traced sizes
+    return _piece(ctx, x, axis, ctx.dims(x)[axis] + start if start < 0 else start, length)
 
 
 # ----------------------------------------------------------------------------- joins
