@@ -367,7 +367,7 @@ class ConversionContext:
     def shape_value(self, size: Any) -> "trt.ITensor":
         """A size (int or traced) as a 1-element INT64 network tensor, computed by shape layers (made once)."""
         if not isinstance(size, TracedInt):
-            return self.constant(np.array([int(size)], dtype=np.int64), trt.DataType.INT64)
+            return self._int64s([int(size)])
         key = ("size", _expr_key(size))
         if key in self._constants:
             return self._constants[key][1]
@@ -400,20 +400,20 @@ class ConversionContext:
         for s in sizes:
             if isinstance(s, TracedInt):
                 if run:
-                    pieces.append(self.shape_value_list(run))
+                    pieces.append(self._int64s(run))
                     run = []
                 pieces.append(self.shape_value(s))
             else:
                 run.append(int(s))
         if run:
-            pieces.append(self.shape_value_list(run))
+            pieces.append(self._int64s(run))
         if len(pieces) == 1:
             return pieces[0]
         layer = self.network.add_concatenation(pieces)
         layer.axis = 0
         return layer.get_output(0)
 
-    def shape_value_list(self, values: Sequence[int]) -> "trt.ITensor":
+    def _int64s(self, values: Sequence[int]) -> "trt.ITensor":
         """Static sizes as a 1-D INT64 constant."""
         return self.constant(np.array(values, dtype=np.int64), trt.DataType.INT64)
 
@@ -558,10 +558,7 @@ class ConversionContext:
         count = rank - len(itensor.shape)
         if count <= 0:
             return itensor
-        if all(d >= 0 for d in itensor.shape):
-            return self.reshape(itensor, (1,) * count + tuple(itensor.shape))
-        ones = (1,) * count + self.dims(itensor)
-        return self._noted(self._shuffle_to(itensor, ones, copy_zeros=False), ones)
+        return self.reshape(itensor, (1,) * count + self.dims(itensor))
 
     def broadcast(self, *itensors: "trt.ITensor") -> list:
         """The tensors at one rank (leading size-1 dims added), as TensorRT's elementwise layers need."""
