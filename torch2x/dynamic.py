@@ -99,7 +99,7 @@ class ShapeProbe(Tracer):
         pass
 
 
-def probe(module: Any, probe_inputs: list, call_inputs: list) -> Optional[list]:
+def probe(module: Any, call_inputs: list) -> Optional[list]:
     """The probe pass's records, or None when the model fails at the probe shapes (then dynamic dims are
     not checked; the caller reports that)."""
     tracer = ShapeProbe()

@@ -234,7 +234,7 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
         records = None
         if profiles:  # the same pass at other input sizes shows which output dims are dynamic
             probes = [dynamic.probe_input(profiles, n, t) for n, t in zip(in_names, in_tensors)]
-            records = dynamic.probe(module, probes, unflatten(in_spec, probes))
+            records = dynamic.probe(module, unflatten(in_spec, probes))
             if records is None:
                 report.add_unsupported("dynamic shapes", "", "the model fails at other sizes inside the given "
                                        "ranges; narrow dynamic_shapes", str([tuple(p.shape) for p in probes]))
