@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from harness import torchvision_model  # noqa: E402
+from harness import LastHiddenState, torchvision_model  # noqa: E402
 import test_pretrained_int8 as pretrained  # noqa: E402
 
 import torch2x  # noqa: E402
@@ -56,20 +56,11 @@ def classifier(name: str, size: int) -> torch.nn.Module:
     return torchvision_model(name, size)
 
 
-class _LastHidden(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids).last_hidden_state
-
-
 def bert() -> torch.nn.Module:
     import transformers as hf
 
     torch.manual_seed(0)
-    return _LastHidden(hf.BertModel(hf.BertConfig()).eval()).eval()
+    return LastHiddenState(hf.BertModel(hf.BertConfig()).eval()).eval()
 
 
 def minilm_data(args) -> tuple:

@@ -22,6 +22,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from harness import LastHiddenState  # noqa: E402
 from onnx_util import onnx_network  # noqa: E402
 
 import torch2x  # noqa: E402
@@ -46,15 +47,7 @@ def _transformer(name: str):
     model.eval()
     ids = torch.randint(0, 1000, (1, 128))
 
-    class LastHidden(torch.nn.Module):  # one tensor out, for both routes alike
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids):
-            return self.model(input_ids=input_ids).last_hidden_state
-
-    return LastHidden().eval(), ids
+    return LastHiddenState(model).eval(), ids
 
 
 def load(name: str):

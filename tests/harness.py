@@ -78,6 +78,19 @@ def random_tensor(shape: Any, dtype: torch.dtype = torch.float32) -> torch.Tenso
     return torch.randint(-50, 50, shape, dtype=dtype)
 
 
+class LastHiddenState(torch.nn.Module):
+    """A transformers model with one input, ``input_ids`` (batch, seq), and one output, its
+    ``last_hidden_state``: the form conversions and the ONNX route both take. Module paths start with
+    ``model.``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids).last_hidden_state
+
+
 def torchvision_model(name: str, image_size: int) -> torch.nn.Module:
     """A torchvision model with random weights and batch-norm statistics taken from one batch of
     ``image_size`` images, as in a trained model: with the default running stats (mean 0, var 1)

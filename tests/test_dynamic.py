@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import torch2x
-from harness import relative_error, torchvision_model
+from harness import LastHiddenState, relative_error, torchvision_model
 from torch2x.flavour import trt
 from torch2x.shapes import TracedInt
 
@@ -158,16 +158,7 @@ def _hf_model(kind):
 
     torch.manual_seed(0)
     model = hf.BertModel(hf.BertConfig()) if kind == "bert" else hf.GPT2Model(hf.GPT2Config())
-
-    class LastHidden(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids):
-            return self.model(input_ids=input_ids).last_hidden_state
-
-    return LastHidden().eval()
+    return LastHiddenState(model).eval()
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])

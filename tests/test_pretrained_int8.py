@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import torch2x
+from harness import LastHiddenState
 from torch2x.quantization import calibrate, qdq_scales
 
 SENTENCES = [
@@ -73,17 +74,6 @@ CALIBRATION_SENTENCES = 40
 SEQ = 32  # [CLS] + 30 tokens + [SEP]
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 32, 2
 EVAL_BATCH = 4
-
-
-class LastHiddenState(torch.nn.Module):
-    """One input, ``input_ids`` (batch, seq), no padding and so no attention mask; one output."""
-
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids):
-        return self.bert(input_ids=input_ids).last_hidden_state
 
 
 def minilm():
@@ -162,7 +152,7 @@ def test_int8_cosine_at_least_0_99_with_32_calibration_batches(setup):
     scales = qdq_scales(net.network)
     names = [net.network.get_layer(i).name for i in range(net.network.num_layers)]
     for i in range(6):
-        prefix = f"bert.encoder.layer.{i}"
+        prefix = f"model.encoder.layer.{i}"
         for linear, smoothed in [("attention.self.query", True), ("attention.self.key", True),
                                  ("attention.self.value", True), ("attention.output.dense", False),
                                  ("intermediate.dense", True), ("output.dense", False)]:
@@ -177,7 +167,7 @@ def test_int8_cosine_at_least_0_99_with_32_calibration_batches(setup):
 def test_int8_calibration_cache_reproduces_the_network(setup, tmp_path):
     model, batches, x, _ = setup
     cache = calibrate(model, batches[:4], "max")
-    assert sum(1 for k in cache.smooth if k.startswith("bert.encoder.")) == 6 * 4
+    assert sum(1 for k in cache.smooth if k.startswith("model.encoder.")) == 6 * 4
     path = tmp_path / "minilm.json"
     cache.save(path)
     a = torch2x.build_network(model, [x], int8=True, calibration_data=batches[:4], calibration_algorithm="max",
