@@ -16,6 +16,7 @@ import torch
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.tracer import leaves
 from torch2x.shapes import is_traced
 
 
@@ -104,17 +105,9 @@ def _from_data(ctx, call, data):
     dtype = ctx.dtype_for(out.dtype)
     if ctx.is_traced(data):
         return ctx.trt(data, dtype)
-    if isinstance(data, (list, tuple)) and any(ctx.is_traced(v) for v in _leaves(data)):
+    if isinstance(data, (list, tuple)) and any(ctx.is_traced(v) for v in leaves(data)):
         raise ConversionError(f"{call.op} of a list holding traced tensors: build it with torch.stack")
     return ctx.constant(out, dtype)
-
-
-def _leaves(data):
-    if isinstance(data, (list, tuple)):
-        for item in data:
-            yield from _leaves(item)
-    else:
-        yield data
 
 
 @converter("torch.Tensor.new_tensor", signature="input, data, *args, **kwargs")

@@ -13,6 +13,7 @@ import torch
 from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.tracer import leaves
 from torch2x.shapes import is_traced
 
 Op = trt.ElementWiseOperation
@@ -36,14 +37,6 @@ def _index_tensor(ctx, index, dtype=trt.DataType.INT64):
     return ctx.trt(index)
 
 
-def _leaves(value):
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _leaves(v)
-    else:
-        yield value
-
-
 def _items(ctx, index, rank: int) -> list:
     """``index`` as a list of ints, slices, None and tensors, with the Ellipsis expanded."""
     if isinstance(index, list) and any(isinstance(i, (torch.Tensor, list, tuple, slice)) or i is None
@@ -52,7 +45,7 @@ def _items(ctx, index, rank: int) -> list:
     items = list(index) if isinstance(index, tuple) else [index]
     for k, item in enumerate(items):
         bounds = (item.start, item.stop, item.step) if isinstance(item, slice) else item if isinstance(item, list) else ()
-        if any(ctx.is_traced(b) for b in _leaves(bounds)):
+        if any(ctx.is_traced(b) for b in leaves(bounds)):
             raise ConversionError("a slice bound or index list holds a tensor computed in the network; write "
                                   "int(n) to freeze its value, or index with one index tensor")
         if isinstance(item, torch.Tensor) and item.dim() == 0 and item.dtype == torch.bool and not ctx.is_traced(item):
