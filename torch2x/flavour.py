@@ -51,6 +51,10 @@ IS_RTX: bool = NAME == "tensorrt_rtx"
 MAJOR: int = int(VERSION.split(".")[0])
 # Plugin layers exist on full TensorRT only; the Python plugin API (tensorrt.plugin) from 10.6.
 SUPPORTS_PLUGINS: bool = hasattr(trt.INetworkDefinition, "add_plugin_v3")
+# The fused attention layer (IAttention): full TensorRT from 10.14, TensorRT-RTX 1.x. add_attention_v2 (a
+# CausalMaskKind instead of a causal flag) exists on TensorRT 11 and TensorRT-RTX; on 10.x only add_attention.
+_HAS_ATTENTION_V2: bool = hasattr(trt.INetworkDefinition, "add_attention_v2")
+HAS_ATTENTION_LAYER: bool = _HAS_ATTENTION_V2 or hasattr(trt.INetworkDefinition, "add_attention")
 
 
 def create_network(builder: "trt.Builder") -> "trt.INetworkDefinition":
@@ -62,6 +66,68 @@ def create_network(builder: "trt.Builder") -> "trt.INetworkDefinition":
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     flags = 0 if flag is None else 1 << int(flag)
     return builder.create_network(flags)
+
+
+def add_attention(
+    network: "trt.INetworkDefinition", query: "trt.ITensor", key: "trt.ITensor", value: "trt.ITensor",
+    *, causal: bool = False, mask: "trt.ITensor | None" = None,
+) -> "trt.IAttention":
+    """A fused attention ``softmax(query @ key^T (+ mask)) @ value`` on any flavour that has one.
+
+    ``query`` is ``[B, Hq, Sq, D]``, ``key`` and ``value`` are ``[B, Hkv, Skv, D]`` with ``Hq % Hkv == 0``
+    (grouped-query attention); the output is ``[B, Hq, Sq, D]``. TensorRT does not scale the scores:
+    multiply ``query`` by ``1/sqrt(D)`` (or the model's scale) first.
+
+    ``causal=True``: query ``i`` attends to keys ``0..i`` (``CausalMaskKind.UPPER_LEFT``, the diagonal
+    anchored at the top-left corner, which is PyTorch's ``is_causal`` also when ``Sq != Skv``).
+    ``mask`` is a 4-d ``[a0, a1, Sq, Skv]`` tensor, ``a0``/``a1`` broadcast over batch and heads: a bool
+    mask is True where a query may attend; a float mask (of ``query``'s type) is added to the scores.
+    TensorRT takes a causal flag or a mask, not both.
+
+    ``network`` may be the conversion context's naming wrapper: the call goes through its
+    ``add_attention*`` so the attention is named like any layer. The attention is marked
+    decomposable so TensorRT may build it from separate kernels where it has no fused one (without
+    that, a CPU-only build of a float32 attention fails with "not supported by a dedicated kernel").
+    In the network it appears as two layers, ``ATTENTION_INPUT`` and ``ATTENTION_OUTPUT``; the output
+    is ``attention.get_output(0)``. Example::
+
+        scaled = network.add_elementwise(q, inv_sqrt_d, trt.ElementWiseOperation.PROD).get_output(0)
+        out = add_attention(network, scaled, k, v, causal=True).get_output(0)
+    """
+    if not HAS_ATTENTION_LAYER:
+        raise NotImplementedError(
+            f"{describe()} has no attention layer (IAttention arrived in TensorRT 10.14); "
+            "express attention with matrix multiplies and a softmax, or upgrade TensorRT"
+        )
+    if causal and mask is not None:
+        raise ValueError(
+            "TensorRT's attention takes a causal flag or a mask, not both: fold the causal triangle into the mask"
+        )
+    if mask is not None:
+        if len(mask.shape) != 4:
+            raise ValueError(f"the attention mask must be 4-d [a0, a1, Sq, Skv], got shape {tuple(mask.shape)}")
+        if mask.dtype not in (trt.DataType.BOOL, query.dtype):
+            # TensorRT accepts the network and fails in the build with a Myelin type error.
+            raise ValueError(
+                f"a float attention mask must have the query's type {query.dtype}, got {mask.dtype}: cast it first"
+            )
+    softmax = trt.AttentionNormalizationOp.SOFTMAX
+    if _HAS_ATTENTION_V2:
+        kind = trt.CausalMaskKind.UPPER_LEFT if causal else trt.CausalMaskKind.NONE
+        attention = network.add_attention_v2(query, key, value, softmax, kind)
+    else:
+        attention = network.add_attention(query, key, value, softmax, bool(causal))
+    if attention is None:
+        raise ValueError(
+            f"TensorRT refused the attention of query {tuple(query.shape)}, key {tuple(key.shape)}, "
+            f"value {tuple(value.shape)} (the TensorRT log says why)"
+        )
+    attention.decomposable = True
+    if mask is not None:
+        attention.mask = mask  # IAttention::setMask; the mask is input 3 of the ATTENTION_INPUT layer
+        if attention.mask is None:  # setMask reports a refusal to the log only
+            raise ValueError(f"TensorRT refused the attention mask of shape {tuple(mask.shape)} (see its log)")
+    return attention
 
 
 def describe() -> str:
