@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .interpreter import Interpreter
+from .layout import StoredView
 from .network import ConvertedNetwork, build_network
 from .structure import flatten
 from .tracer import tensor_leaves
@@ -97,7 +98,7 @@ def check(module: torch.nn.Module, inputs: Sequence[Any], tolerance: float = 1e-
     finally:
         for h in hooks:
             h.remove()
-    wanted = {n for _, ns in names for n in ns if n is not None}
+    wanted = {getattr(n, "name", n) for _, ns in names for n in ns if n is not None}
     values = Interpreter(converted.network)(converted.feeds(*inputs), capture=sorted(wanted))
     result = CheckResult(tolerance=tolerance, network=converted)
     for (path, tensor_names), (ref_path, ref_tensors) in zip(names, references):
@@ -106,7 +107,8 @@ def check(module: torch.nn.Module, inputs: Sequence[Any], tolerance: float = 1e-
         for k, (n, ref) in enumerate(zip(tensor_names, ref_tensors)):
             if n is not None:
                 label = path if len(tensor_names) == 1 else f"{path}[{k}]"
-                result.rows.append(_compare(label, values[n], ref, tolerance))
+                value = n.canonical(values[n.name]) if isinstance(n, StoredView) else values[n]
+                result.rows.append(_compare(label, value, ref, tolerance))
     for name, ref in zip(converted.output_names, flatten(reference_out)[0]):
         result.rows.append(_compare(f"output {name}", values[name], ref, tolerance))
     return result

@@ -14,8 +14,10 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from . import layout
 from .dtypes import to_torch, to_trt
 from .flavour import trt
+from .layout import Channels
 from .precision import PrecisionPolicy
 from .shapes import TracedInt, dim_of, source_dim
 
@@ -73,6 +75,7 @@ class ConversionContext:
         self.op = "op"
         self.fp32_region = False  # inside a converter that keeps float32 under reduced precision
         self._tensors: dict[int, tuple] = {}  # id(torch tensor) -> (tensor kept alive, ITensor)
+        self._channels: dict[int, tuple] = {}  # id(torch tensor) -> (tensor, its value in channel layout)
         self._constants: dict = {}
         self._casts: dict = {}  # (tensor name, dtype) -> cast output; cast output name -> source
         self._cast_sources: dict = {}
@@ -121,8 +124,14 @@ class ConversionContext:
             layer.get_output(k).name = name if layer.num_outputs == 1 else f"{name}:{k}"
 
     # --- torch tensors <-> network tensors ------------------------------------------
-    def bind(self, tensor: torch.Tensor, itensor: "trt.ITensor") -> None:
-        """Record that ``tensor`` (a real torch value of the traced pass) is ``itensor`` in the network."""
+    def bind(self, tensor: torch.Tensor, itensor: Union["trt.ITensor", Channels]) -> None:
+        """Record that ``tensor`` (a real torch value of the traced pass) is ``itensor`` in the network, or
+        a :class:`torch2x.layout.Channels` value (its canonical tensor is then made when first read)."""
+        if isinstance(itensor, Channels):
+            self._tensors.pop(id(tensor), None)
+            self._channels[id(tensor)] = (tensor, itensor)
+            return
+        self._channels.pop(id(tensor), None)
         self._tensors[id(tensor)] = (tensor, itensor)
         if any(d < 0 for d in itensor.shape):  # dynamic dims: remember the example's sizes for reshapes
             self._example_sizes[itensor.name] = tuple(tensor.shape)
@@ -130,10 +139,66 @@ class ConversionContext:
     def lookup(self, tensor: Any) -> Optional["trt.ITensor"]:
         """The network tensor of a traced torch tensor, or None for anything else."""
         entry = self._tensors.get(id(tensor))
+        if entry is not None and entry[0] is tensor:
+            return entry[1]
+        ch = self._channel_entry(tensor)
+        if ch is None:
+            return None
+        itensor = layout.materialize(self, tensor, ch)
+        self._tensors[id(tensor)] = (tensor, itensor)  # both representations stay valid
+        return itensor
+
+    def has(self, tensor: Any) -> bool:
+        """Whether ``tensor`` is traced (has a network value), without making any layer."""
+        entry = self._tensors.get(id(tensor))
+        return (entry is not None and entry[0] is tensor) or self._channel_entry(tensor) is not None
+
+    def peek(self, tensor: Any) -> Optional["trt.ITensor"]:
+        """The canonical network tensor of ``tensor`` if it exists already (None for a value held only
+        in channel layout, or not traced)."""
+        entry = self._tensors.get(id(tensor))
+        return entry[1] if entry is not None and entry[0] is tensor else None
+
+    def _channel_entry(self, tensor: Any) -> Optional[Channels]:
+        entry = self._channels.get(id(tensor))
         return entry[1] if entry is not None and entry[0] is tensor else None
 
     def is_traced(self, value: Any) -> bool:
-        return isinstance(value, torch.Tensor) and self.lookup(value) is not None
+        return isinstance(value, torch.Tensor) and self.has(value)
+
+    def held(self, value: Any) -> Optional[Channels]:
+        """``value``'s channel-layout value as it is (None when it has none)."""
+        return self._channel_entry(value)
+
+    def held_type(self, value: Any) -> Optional["trt.DataType"]:
+        """The network type of ``value``'s channel-layout tensor (None when it has none)."""
+        ch = self._channel_entry(value)
+        return None if ch is None else ch.itensor.dtype
+
+    @property
+    def layouts(self) -> bool:
+        """Whether converters may keep values in channel layout (not in int8 conversions, whose Q/DQ
+        placement follows the matrix multiplies)."""
+        return self.quantizer is None
+
+    def channels(self, value: Any, enter: bool = False, dtype: Any = None) -> Optional[Channels]:
+        """``value`` (a traced torch tensor) in channel layout: its own when it has one, else (``enter``) a
+        new one made by a shuffle when the value fits, else None. The stored tensor is in ``dtype`` (default:
+        the type ``ctx.trt(value)`` would give). See :mod:`torch2x.layout`."""
+        if not (self.layouts and isinstance(value, torch.Tensor)):
+            return None
+        ch = self._channel_entry(value)
+        if ch is None:
+            itensor = self.peek(value)
+            if not enter or itensor is None or not layout.can_hold(value, itensor):
+                return None
+            ch = layout.enter(self, value, itensor)
+            self._channels[id(value)] = (value, ch)
+        if dtype is None:
+            dtype = trt.DataType.FLOAT if self.fp32_region else self.dtype_for(value.dtype)
+        elif isinstance(dtype, torch.dtype):
+            dtype = self.dtype_for(dtype)
+        return layout.cast(self, ch, dtype)
 
     def dtype_for(self, dtype: torch.dtype) -> "trt.DataType":
         """The network type that holds values PyTorch computes in ``dtype``, under the precision policy."""
@@ -174,7 +239,7 @@ class ConversionContext:
         Example: ``ctx.trt_shaped(linear.bias, (1, 1, out_features))`` to add to a rank-3 tensor.
         """
         shape = tuple(int(s) for s in shape)
-        if isinstance(value, torch.Tensor) and self.lookup(value) is None:
+        if isinstance(value, torch.Tensor) and not self.has(value):
             return self._tensor_constant(value, shape)
         return self.reshape(self.trt(value), shape)
 
@@ -269,6 +334,19 @@ class ConversionContext:
             self._constants[key] = (None, self.constant(np.array(value), dtype))
         return self._constants[key][1]
 
+    def pointwise(self, value: Any, fn: Any) -> Union["trt.ITensor", Channels]:
+        """``fn(network tensor)`` for an op that treats every element alike (an activation; None: a copy): on
+        a value in channel layout it runs on the stored tensor and the result stays in that layout.
+        Example: ``return ctx.pointwise(call.arg("input"), lambda t: ctx.activation(t, Act.RELU))``."""
+        ch = self.channels(value)
+        if ch is None:
+            return self.trt(value) if fn is None else fn(self.trt(value))
+        if fn is None:  # the identity: the value as it is, pending affine included
+            return ch
+        ch = layout.apply_affine(self, ch)
+        out = ch.with_tensor(fn(ch.itensor))
+        return layout.note(self, out, None, like=ch)
+
     # --- shared layer helpers ----------------------------------------------------------
     def cast(self, itensor: "trt.ITensor", dtype: Union["trt.DataType", torch.dtype]) -> "trt.ITensor":
         """``itensor`` in ``dtype``; no layer when it already is, and never a cast straight back."""
@@ -354,8 +432,12 @@ class ConversionContext:
         dynamic ones (-1 in the network) :class:`torch2x.shapes.TracedInt` holding the example's size.
         Compute output sizes from these and pass them to ``reshape``/``expand``/``slice``.
         Example: ``b, s, _ = ctx.dims(x); ctx.reshape(ctx.trt(x), (b, s, heads, -1))``."""
-        itensor = self.lookup(value) if isinstance(value, torch.Tensor) else value
+        itensor = self.peek(value) if isinstance(value, torch.Tensor) else value
         if itensor is None:
+            ch = self._channel_entry(value)
+            if ch is not None:  # held in channel layout only: its sizes are the stored tensor's, rearranged
+                stored = self.dims(ch.itensor)
+                return tuple(stored[ch.order.index(axis)] for axis in range(ch.rank))
             return tuple(int(d) for d in value.shape)
         example = value.shape if isinstance(value, torch.Tensor) else self._example_sizes.get(itensor.name)
         if example is None:

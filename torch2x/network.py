@@ -7,7 +7,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-from . import dynamic, flavour
+from . import dynamic, flavour, layout
 from . import progress as progress_mod
 from . import quantization
 from .context import ConversionContext
@@ -41,7 +41,7 @@ class ConvertedNetwork:
     output_spec: Any
     max_workspace_size: Optional[int] = None
     precision: str = "fp32"
-    module_outputs: list = field(default_factory=list)  # (module path, network tensor names) for checks
+    module_outputs: list = field(default_factory=list)  # (module path, [tensor name or layout.StoredView]) for checks
     conversion_seconds: float = 0.0
     profiles: list = field(default_factory=list)  # [{input name: (min, opt, max)}], one per profile
     # Host arrays TensorRT points to (layer.kernel/bias and constant weights set after the layer was
@@ -258,10 +258,17 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
         ctx.quantizer.finalize(ctx)
     _mark_outputs(ctx, tracer, out_tensors, out_names, report)
     report.num_layers = network.num_layers
-    module_outputs = [(path, [None if t is None else t.name for t in ts]) for path, ts, _ in tracer.module_outputs]
+    module_outputs = [(path, [_output_name(t) for t in ts]) for path, ts, _ in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
                             max_workspace_size, ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32"),
                             module_outputs, time.perf_counter() - started, profiles, ctx._keepalive)
+
+
+def _output_name(value: Any) -> Any:
+    """A module output as a check reads it: its tensor's name, or how to read it from channel layout."""
+    if value is None:
+        return None
+    return layout.StoredView.of(value) if isinstance(value, layout.Channels) else value.name
 
 
 def report(module: Any, inputs: Sequence[Any], **options: Any) -> ConversionReport:

@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
+from . import layout
 from .context import ConversionContext, ConversionError
 from .flavour import trt
+from .layout import Channels
 from .registry import Call, lookup, signature_of
 from .report import ConversionReport, UnsupportedWithPlaceholder, describe_value
 from .shapes import TracedInt
@@ -257,6 +259,19 @@ class _BypassWatch(TorchFunctionMode):
         return self.tracer.on_bypass(func, args, kwargs)
 
 
+def _checked_channels(ctx: ConversionContext, t: torch.Tensor, ch: Channels, probed: Optional[list],
+                      index: int) -> Channels:
+    """A converter's result in channel layout, checked against the real output as network tensors are."""
+    shape = ch.canonical_shape()
+    if len(shape) != t.dim() or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
+        raise ConversionError(f"converter bug: network shape {shape} (channel layout), PyTorch gives {tuple(t.shape)}")
+    if probed is not None:
+        Tracer._check_dynamic_dims(t, types.SimpleNamespace(shape=shape), probed[index])
+    if ch.itensor.dtype == trt.DataType.FLOAT and t.dtype == torch.float32:
+        return ch  # (float32 results stay so until a reduced op reads them)
+    return layout.cast(ctx, ch, ctx.dtype_for(t.dtype))
+
+
 class Tracer:
     """Context manager that converts the torch calls of one forward pass on this thread."""
 
@@ -296,7 +311,9 @@ class Tracer:
                     if self.on_top_module_done is not None and _path and "." not in _path:
                         self.on_top_module_done(_path)
                     ts = tensor_leaves(output)
-                    self.module_outputs.append((_path, [self.ctx.lookup(t) for t in ts], [id(t) for t in ts]))
+                    # (a value held in channel layout only is recorded as such: making it plain would add a layer)
+                    self.module_outputs.append((_path, [self.ctx.peek(t) or self.ctx.held(t) for t in ts],
+                                                [id(t) for t in ts]))
 
             self._hooks.append(sub.register_forward_pre_hook(pre))
             self._hooks.append(sub.register_forward_hook(post))
@@ -370,7 +387,7 @@ class Tracer:
     def _unknown_call(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
         """A torch function the tracer has no name for computed from traced tensors: reported, poisoned."""
         outputs = tensor_leaves(out)
-        if outputs and any(self.ctx.lookup(t) is not None or self.is_poisoned(t) for t in tensor_leaves((args, kwargs))):
+        if outputs and any(self.ctx.has(t) or self.is_poisoned(t) for t in tensor_leaves((args, kwargs))):
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
             self.report.add_unsupported(
                 name, self.module_path, "called through a reference taken before tracing (e.g. "
@@ -384,7 +401,7 @@ class Tracer:
         first argument."""
         values = list(leaves((args, kwargs)))
         inputs = [v for v in values if isinstance(v, torch.Tensor)]
-        traced = [t for t in inputs if self.ctx.lookup(t) is not None]
+        traced = [t for t in inputs if self.ctx.has(t)]
         poisoned = [t for t in inputs if self.is_poisoned(t)]
         if not traced and not poisoned and not any(isinstance(v, TracedInt) for v in values):
             return None
@@ -447,6 +464,9 @@ class Tracer:
             for t, it in zip(outputs, produced):
                 if it is None:
                     raise ConversionError("the converter did not produce every output")
+                if isinstance(it, Channels):
+                    bindings.append((t, _checked_channels(ctx, t, it, probed, len(bindings))))
+                    continue
                 it = ctx.trt(it)
                 shape = tuple(it.shape)
                 if len(shape) != t.dim() or any(d >= 0 and d != s for d, s in zip(shape, t.shape)):
@@ -460,7 +480,7 @@ class Tracer:
         except Exception as exc:  # noqa: BLE001 -- any failure becomes a report entry, never a deep traceback
             log.debug("converter for %s failed at %s", qualname, path or "<root>", exc_info=True)
             reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, ConversionError) and any(d < 0 for t in traced for d in ctx.lookup(t).shape):
+            if not isinstance(exc, ConversionError) and any(isinstance(d, TracedInt) for t in traced for d in ctx.dims(t)):
                 reason = f"cannot handle a dynamic dimension ({reason})"
             self.report.add_unsupported(qualname, path, reason, self._example(args, kwargs))
             self._poison(outputs)
@@ -486,10 +506,11 @@ class Tracer:
 
     def _sizes(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Any:
         """``x.shape``, ``x.size(dim)`` or ``x.numel()`` with a traced size for each dynamic dim of ``x``."""
-        itensor = self.ctx.lookup(args[0])
-        if itensor is None or all(d >= 0 for d in itensor.shape):
+        if not self.ctx.has(args[0]):
             return out
         dims = self.ctx.dims(args[0])
+        if not any(isinstance(d, TracedInt) for d in dims):
+            return out
         if qualname == "torch.Tensor.numel":
             return math.prod(dims)
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
