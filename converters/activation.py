@@ -22,7 +22,7 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 def _simple(kind, alpha=None, beta=None):
     def convert(ctx, call):
-        return ctx.activation(call.arg("input"), kind, alpha, beta)
+        return ctx.pointwise(call.arg("input"), lambda x: ctx.activation(x, kind, alpha, beta))
 
     return convert
 
@@ -102,33 +102,30 @@ def softplus(ctx, call):
 @converter("torch.nn.functional.hardsigmoid", signature="input, inplace=False")
 def hardsigmoid(ctx, call):
     # relu6(x + 3) / 6 = clip(x / 6 + 1 / 2, 0, 1)
-    return ctx.activation(call.arg("input"), Act.HARD_SIGMOID, alpha=1.0 / 6.0, beta=0.5)
+    return ctx.pointwise(call.arg("input"), lambda x: ctx.activation(x, Act.HARD_SIGMOID, alpha=1.0 / 6.0, beta=0.5))
 
 
 @converter("torch.nn.functional.hardswish", signature="input, inplace=False")
 def hardswish(ctx, call):
-    x = call.arg("input")
-    gate = ctx.activation(x, Act.HARD_SIGMOID, alpha=1.0 / 6.0, beta=0.5)
-    return ctx.elementwise(x, gate, Op.PROD)
+    return ctx.pointwise(call.arg("input"), lambda x: ctx.elementwise(
+        x, ctx.activation(x, Act.HARD_SIGMOID, alpha=1.0 / 6.0, beta=0.5), Op.PROD))
 
 
 @converter("torch.nn.functional.silu", signature="input, inplace=False")
 def silu(ctx, call):
-    x = call.arg("input")
-    return ctx.elementwise(x, ctx.activation(x, Act.SIGMOID), Op.PROD)
+    return ctx.pointwise(call.arg("input"), lambda x: ctx.elementwise(x, ctx.activation(x, Act.SIGMOID), Op.PROD))
 
 
 @converter("torch.nn.functional.mish", signature="input, inplace=False")
 def mish(ctx, call):
-    x = call.arg("input")
-    soft = ctx.activation(x, Act.SOFTPLUS, alpha=1.0, beta=1.0)
-    return ctx.elementwise(x, ctx.activation(soft, Act.TANH), Op.PROD)
+    return ctx.pointwise(call.arg("input"), lambda x: ctx.elementwise(
+        x, ctx.activation(ctx.activation(x, Act.SOFTPLUS, alpha=1.0, beta=1.0), Act.TANH), Op.PROD))
 
 
 @converter("torch.nn.functional.gelu", signature="input, approximate='none'")
 def gelu(ctx, call):
     kind = Act.GELU_TANH if call.arg("approximate") == "tanh" else Act.GELU_ERF
-    return ctx.activation(call.arg("input"), kind)
+    return ctx.pointwise(call.arg("input"), lambda x: ctx.activation(x, kind))
 
 
 @converter("torch.nn.functional.prelu", "torch.prelu", "torch.Tensor.prelu", signature="input, weight")

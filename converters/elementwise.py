@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from torch2x import layout
 from torch2x.context import ConversionError
 from torch2x.dtypes import to_torch
 from torch2x.flavour import trt
@@ -93,6 +94,10 @@ def _arith(op, reflected=False):
         alpha = call.arg("alpha", 1)
         if alpha != 1:
             b = binary(ctx, b, alpha, Op.PROD, dtype)
+        else:
+            kept = layout.binary(ctx, a, b, op, dtype, call.output.shape)
+            if kept is not None:
+                return kept
         return binary(ctx, a, b, op, dtype)
 
     return convert
@@ -123,7 +128,9 @@ def divide(ctx, a, b, rounding_mode, dtype) -> "trt.ITensor":
 def _div(reflected=False, rounding_mode=None):
     def convert(ctx, call):
         a, b = _operands(call, reflected)
-        return divide(ctx, a, b, call.arg("rounding_mode", rounding_mode), out_type(ctx, call))
+        mode = call.arg("rounding_mode", rounding_mode)
+        kept = layout.binary(ctx, a, b, Op.DIV, out_type(ctx, call), call.output.shape) if mode is None else None
+        return kept if kept is not None else divide(ctx, a, b, mode, out_type(ctx, call))
 
     return convert
 
@@ -501,6 +508,8 @@ def nan_to_num(ctx, call):
 def to(ctx, call):
     # Device moves and copies are the identity in a network; a dtype change is a cast
     # (float -> int truncates toward zero in TensorRT, as in PyTorch).
+    if call.output.dtype == call.arg("input").dtype:
+        return ctx.pointwise(call.arg("input"), None)
     return ctx.trt(call.arg("input"), call.output.dtype)
 
 
@@ -508,7 +517,7 @@ def _dropout(train_arg):
     def convert(ctx, call):
         if call.arg(train_arg) and call.arg("p") > 0:
             raise ConversionError(f"{call.op} with training=True is random: convert the model in eval() mode")
-        return ctx.trt(call.arg("input"))
+        return ctx.pointwise(call.arg("input"), None)
 
     return convert
 

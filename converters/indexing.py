@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from torch2x import layout as channel_layout
 from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter
@@ -196,8 +197,38 @@ def _getitem(ctx, source, index, out_shape):
     return gathered
 
 
+def _getitem_in_channels(ctx, source, index, out):
+    """``x[index]`` of a value in channel layout (see torch2x.layout) by ints and slices that leave the
+    channels whole: a slice of the stored tensor, which stays in the layout (pending affine included)."""
+    ch = ctx.channels(source, dtype=ctx.held_type(source))
+    if ch is None:
+        return None
+    items = _items(ctx, index, ch.rank)
+    if not all(isinstance(i, (int, slice)) and not isinstance(i, bool) for i in items) or out.dim() < 2:
+        return None
+    (start, size, stride), _, _ = _plan(ctx, items, ctx.dims(source))
+    if (start[-1], stride[-1]) != (0, 1) or size[-1] != source.shape[-1]:
+        return None
+    kept = [a for a, item in enumerate(items) if isinstance(item, slice)]
+    order = tuple(kept.index(o) for o in ch.order if o in kept)
+    if order[1] != len(order) - 1:  # the channels would leave axis 1 (the batch dim indexed away)
+        return None
+    pad = len(ch.itensor.shape) - ch.rank
+    y = ctx.slice(ch.itensor, [start[o] for o in ch.order] + [0] * pad, ch.stored_sizes(size),
+                  [stride[o] for o in ch.order] + [1] * pad)
+    removed = [j for j, o in enumerate(ch.order) if o not in kept]
+    result = channel_layout.Channels(y, order, ch.scale, ch.shift)
+    if (removed and min(removed) < len(order)) or channel_layout.stored_rank(len(order)) != len(ch.itensor.shape):
+        stored = ctx.reshape(y, result.stored_sizes([size[a] for a in kept]))
+        result = channel_layout.Channels(stored, order, ch.scale, ch.shift)
+    return channel_layout.note(ctx, result, tuple(out.shape))
+
+
 @converter("torch.Tensor.__getitem__", signature="input, index")
 def getitem(ctx, call):
+    kept = _getitem_in_channels(ctx, call.arg("input"), call.arg("index"), call.output)
+    if kept is not None:
+        return kept
     return _getitem(ctx, call.arg("input"), call.arg("index"), sizes(call.output))
 
 

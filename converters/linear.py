@@ -11,8 +11,10 @@ import string
 
 import torch
 
+from torch2x import layout
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
+from torch2x.layout import Channels
 from torch2x.quantization import QUANTIZABLE
 from torch2x.registry import converter
 
@@ -75,10 +77,41 @@ def _add_scaled(ctx, call, product, dtype):
     return ctx.elementwise(_scaled(ctx, ctx.trt(call.arg("input"), dtype), beta, dtype), product, Op.SUM, dtype)
 
 
+def linear_as_convolution(ctx, x, weight, bias, dtype):
+    """``F.linear`` as a 1x1 convolution over ``x`` in channel layout (see torch2x.layout): one layer with
+    the weights inside it. None when the operands do not allow it (weights computed in the forward pass,
+    an input that cannot take the layout)."""
+    if weight.dim() != 2 or any(ctx.is_traced(t) for t in (weight, bias)) or dtype not in layout.FLOATS:
+        return None
+    ch = ctx.channels(x, enter=True, dtype=dtype)
+    if ch is None:
+        return None
+    w = weight.detach().double()
+    b = bias.detach().double() if bias is not None else w.new_zeros(w.shape[0])
+    return layout.note(ctx, convolve_channels(ctx, ch, w, b, dtype), ctx.dims(x)[:-1] + (w.shape[0],))
+
+
+def convolve_channels(ctx, ch, weight, bias, dtype):
+    """``ch`` (channel layout) times ``weight`` [out, in] plus ``bias`` as a 1x1 convolution, the pending
+    affine of ``ch`` (a layer norm's weight and bias) folded into the weights."""
+    if ch.shift is not None:
+        bias = bias + weight @ ch.shift
+    if ch.scale is not None:
+        weight = weight * ch.scale
+    spatial = len(ch.itensor.shape) - 2
+    layer = ctx.network.add_convolution_nd(ch.itensor, weight.shape[0], (1,) * spatial,
+                                           ctx.weights(weight.reshape(weight.shape + (1,) * spatial), dtype),
+                                           ctx.weights(bias, dtype))
+    return Channels(layer.get_output(0), ch.order)
+
+
 @converter("torch.nn.functional.linear", signature="input, weight, bias=None")
 def linear(ctx, call):
     dtype = _float_type(ctx, call)
     x, weight = call.arg("input"), call.arg("weight")
+    as_convolution = linear_as_convolution(ctx, x, weight, call.arg("bias"), dtype)
+    if as_convolution is not None:
+        return as_convolution
     if weight.dim() == 1:
         y = matmul(ctx, x, weight, dtype)
     elif x.dim() == 1:

@@ -6,8 +6,10 @@ import math
 import numpy as np
 import torch
 
+from torch2x import layout
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
+from torch2x.layout import Channels
 from torch2x.registry import converter
 
 Op = trt.ElementWiseOperation
@@ -123,6 +125,9 @@ def instance_norm(ctx, call):
            "cudnn_enable=True")
 @converter("torch.nn.functional.layer_norm", fp32=True)
 def layer_norm(ctx, call):
+    kept = _layer_norm_in_channels(ctx, call)
+    if kept is not None:
+        return kept
     x = ctx.trt(call.arg("input"))
     rank = len(x.shape)
     normalized = tuple(x.shape[rank - len(tuple(call.arg("normalized_shape"))):])
@@ -136,6 +141,22 @@ def layer_norm(ctx, call):
     axes = ctx.axes_mask(range(rank - len(normalized), rank), rank)
     return _normalization(ctx, x, axes, param(call.arg("weight"), 1.0), param(call.arg("bias"), 0.0),
                           call.arg("eps"))
+
+
+def _layer_norm_in_channels(ctx, call):
+    """A layer norm over the last dim in channel layout (see torch2x.layout; a plain input enters it): one
+    normalization layer over axis 1, its weight and bias left pending for the next linear layer to fold in."""
+    x, weight, bias = call.arg("input"), call.arg("weight"), call.arg("bias")
+    if len(tuple(call.arg("normalized_shape"))) != 1 or x.shape[-1] == 1 or ctx.is_traced(weight) or ctx.is_traced(bias):
+        return None
+    ch = ctx.channels(x, enter=True)
+    if ch is None:
+        return None
+    ch = layout.apply_affine(ctx, ch)
+    ones, zeros = layout.unit_affine(ctx, x.shape[-1], len(ch.itensor.shape), ch.itensor.dtype)
+    y = _normalization(ctx, ch.itensor, 1 << 1, ones, zeros, call.arg("eps"))
+    pending = [None if t is None else t.detach().double().cpu() for t in (weight, bias)]
+    return layout.note(ctx, Channels(y, ch.order, *pending), None, like=ch)
 
 
 @converter("torch.group_norm", fp32=True,

@@ -10,7 +10,9 @@ from typing import Sequence
 
 import torch
 
+from torch2x import layout
 from torch2x.context import ConversionError, sizes
+from torch2x.layout import Channels
 from torch2x.shapes import is_traced
 from torch2x.flavour import trt
 from torch2x.registry import converter, lookup
@@ -68,50 +70,66 @@ def reshape(ctx, call):
 
 @converter("torch.permute", "torch.Tensor.permute", signature="input, *args, **kwargs")
 def permute(ctx, call):
-    x = ctx.trt(call.arg("input"))
-    rank = len(x.shape)
-    return ctx.permute(x, [ctx.axis(d, rank) for d in _dims_arg(call, "dims")])
+    x = call.arg("input")
+    return permuted(ctx, x, [ctx.axis(d, x.dim()) for d in _dims_arg(call, "dims")])
 
 
-def _swap(ctx, x, d0: int, d1: int):
-    rank = len(x.shape)
+def permuted(ctx, value, order):
+    """``value.permute(order)``. A value in channel layout whose channels stay last keeps its stored tensor
+    (another order, no layer); ``(N, C, ...) -> (N, ..., C)`` of a plain tensor enters the channel layout
+    as the tensor itself (see torch2x.layout)."""
+    order = tuple(int(o) for o in order)
+    ch = ctx.channels(value, dtype=ctx.held_type(value))
+    if ch is not None:
+        moved = layout.permuted(ch, order)
+        return moved if moved is not None else layout.unpermuted(ctx, ch, order, tuple(value.permute(order).shape))
+    if ctx.layouts and order == layout.inverse(layout.standard_order(len(order))) and len(order) >= 3:
+        x = ctx.trt(value)
+        if layout.can_hold(value.permute(order), x):
+            stored = ctx.reshape(x, ctx.dims(value) + (1,) * (4 - len(order)))
+            return Channels(stored, layout.standard_order(len(order)))
+    return ctx.permute(ctx.trt(value), order)
+
+
+def _swap(ctx, value, d0: int, d1: int):
+    rank = value.dim()
     order = list(range(rank))
     a, b = ctx.axis(d0, rank), ctx.axis(d1, rank)
     order[a], order[b] = order[b], order[a]
-    return ctx.permute(x, order)
+    return permuted(ctx, value, order)
 
 
 @converter("torch.transpose", "torch.Tensor.transpose", "torch.Tensor.transpose_", "torch.swapaxes",
            "torch.Tensor.swapaxes", "torch.Tensor.swapaxes_", "torch.swapdims", "torch.Tensor.swapdims",
            "torch.Tensor.swapdims_", "torch.transpose_copy", signature="input, dim0, dim1")
 def transpose(ctx, call):
-    return _swap(ctx, ctx.trt(call.arg("input")), call.arg("dim0"), call.arg("dim1"))
+    return _swap(ctx, call.arg("input"), call.arg("dim0"), call.arg("dim1"))
 
 
 @converter("torch.t", "torch.Tensor.t", "torch.Tensor.t_", signature="input")
 def t(ctx, call):
-    x = ctx.trt(call.arg("input"))
-    return x if len(x.shape) < 2 else _swap(ctx, x, 0, 1)
+    x = call.arg("input")
+    return ctx.trt(x) if x.dim() < 2 else _swap(ctx, x, 0, 1)
 
 
 @converter("torch.Tensor.T", "torch.Tensor.H", signature="input")
 def full_transpose(ctx, call):
-    x = ctx.trt(call.arg("input"))
-    return ctx.permute(x, range(len(x.shape) - 1, -1, -1))
+    x = call.arg("input")
+    return permuted(ctx, x, range(x.dim() - 1, -1, -1))
 
 
 @converter("torch.Tensor.mT", "torch.Tensor.mH", "torch.adjoint", "torch.Tensor.adjoint", signature="input")
 def matrix_transpose(ctx, call):
     if call.arg("input").is_complex():
         raise ConversionError("complex tensors have no TensorRT type")
-    return _swap(ctx, ctx.trt(call.arg("input")), -2, -1)
+    return _swap(ctx, call.arg("input"), -2, -1)
 
 
 @converter("torch.movedim", "torch.Tensor.movedim", "torch.moveaxis", "torch.Tensor.moveaxis",
            signature="input, source, destination")
 def movedim(ctx, call):
-    x = ctx.trt(call.arg("input"))
-    rank = len(x.shape)
+    x = call.arg("input")
+    rank = x.dim()
     src, dst = call.arg("source"), call.arg("destination")
     src = [src] if isinstance(src, int) else list(src)
     dst = [dst] if isinstance(dst, int) else list(dst)
@@ -121,7 +139,7 @@ def movedim(ctx, call):
     for s, d in zip(src, dst):
         order[d] = s
     rest = iter(a for a in range(rank) if a not in src)
-    return ctx.permute(x, [o if o is not None else next(rest) for o in order])
+    return permuted(ctx, x, [o if o is not None else next(rest) for o in order])
 
 
 # ----------------------------------------------------------------------------- identity
@@ -304,11 +322,16 @@ def cat(ctx, call):
     out = call.output
     dtype = ctx.dtype_for(out.dtype)
     # torch.cat skips legacy empty 1-D tensors whatever the others' rank.
-    tensors = [ctx.trt(t, dtype) for t in call.arg("tensors") if not (t.dim() == 1 and t.numel() == 0)]
-    if not tensors:
+    values = [t for t in call.arg("tensors") if not (t.dim() == 1 and t.numel() == 0)]
+    if not values:
         raise ConversionError("cat of empty tensors only")
     dim = call.arg("dim", None)
-    return _concat(ctx, tensors, ctx.axis(call.arg("axis") if dim is None else dim, out.dim()))
+    axis = ctx.axis(call.arg("axis") if dim is None else dim, out.dim())
+    kept = layout.operands_like(ctx, values, dtype) if axis != out.dim() - 1 else None
+    if kept is not None:  # along a dim other than the channels: in channel layout
+        stored, ch = kept
+        return layout.note(ctx, ch.with_tensor(_concat(ctx, stored, ch.order.index(axis))), out.shape)
+    return _concat(ctx, [ctx.trt(t, dtype) for t in values], axis)
 
 
 @converter("torch.stack", signature="tensors, dim=0, *, out=None")
