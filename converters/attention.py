@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from .linear import add_bias, matmul
+from .linear import add_bias, convolve_channels, matmul
+from torch2x import flavour, layout
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
@@ -205,6 +206,48 @@ def _append_keys(ctx, t, rows, heads, dtype, n=None):
     return layer.get_output(0)
 
 
+def _self_attention_in_channels(ctx, x, heads, in_weight, in_bias, out_weight, out_bias, batch_axis, causal, dtype):
+    """Unmasked self-attention of ``x`` ((L, N, E) or (N, L, E), its batch on ``batch_axis``) kept in
+    channel layout (see torch2x.layout): the packed projection is one 1x1 convolution (a layer norm's affine
+    and the 1/sqrt(head_dim) scale folded into its weights), one shuffle splits heads, the attention is
+    TensorRT's attention layer where it has one, one shuffle merges heads, the output projection is a
+    second convolution. None when ``x`` cannot take the layout or a weight is computed in the forward pass."""
+    if any(ctx.is_traced(t) for t in (in_weight, in_bias, out_weight, out_bias)) or dtype not in layout.FLOATS:
+        return None
+    ch = ctx.channels(x, enter=True, dtype=dtype)
+    if ch is None or x.dim() != 3:
+        return None
+    E = x.shape[-1]
+    D = E // heads
+    w = in_weight.detach().double().clone()
+    b = in_bias.detach().double().clone() if in_bias is not None else w.new_zeros(3 * E)
+    w[:E] /= math.sqrt(D)  # softmax(q k^T / sqrt(D)): the scale rides on the query projection
+    b[:E] /= math.sqrt(D)
+    qkv = convolve_channels(ctx, ch, w, b, dtype).itensor  # stored [s0, 3E, s2, 1]
+    batch_first = ch.order.index(batch_axis) == 0
+    dims = ctx.dims(x)
+    B, L = dims[batch_axis], dims[1 - batch_axis]
+    split = ctx.network.add_shuffle(qkv)
+    split.first_transpose = (0, 2, 1, 3)
+    split.reshape_dims = (0, 0, 3 * heads, D)  # 0 copies the two token dims
+    split.zero_is_placeholder = True
+    split.second_transpose = (0, 2, 1, 3) if batch_first else (1, 2, 0, 3)
+    y = ctx._noted(split.get_output(0), (int(B), 3 * heads, int(L), D))
+    q, k, v = (ctx.slice(y, (0, i * heads, 0, 0), (B, heads, L, D)) for i in range(3))
+    if flavour.HAS_ATTENTION_LAYER:
+        out = ctx._noted(flavour.add_attention(ctx.network, q, k, v, causal=causal).get_output(0),
+                         (int(B), heads, int(L), D))
+    else:
+        out = attention(ctx, q, k, v, [(_causal(ctx, L, L, 4), KEEP)] if causal else [], 1.0, dtype)
+    merge = ctx.network.add_shuffle(out)
+    merge.first_transpose = (0, 1, 3, 2) if batch_first else (2, 1, 3, 0)
+    merge.reshape_dims = (0, E, -1, 1)
+    merge.zero_is_placeholder = True
+    merged = layout.note(ctx, ch.with_tensor(merge.get_output(0)), dims)
+    ob = out_bias.detach().double() if out_bias is not None else w.new_zeros(E)
+    return layout.note(ctx, convolve_channels(ctx, merged, out_weight.detach().double(), ob, dtype), dims)
+
+
 def _mask_kind(mask):
     """Multi-head attention's masks: bool True = masked out, float = added to the scores."""
     return DROP if mask.dtype == torch.bool else ADD
@@ -219,11 +262,19 @@ def multi_head_attention_forward(ctx, call):
         raise ConversionError("multi_head_attention_forward with static_k/static_v is not supported")
     query, key, value = a["query"], a["key"], a["value"]
     heads = a["num_heads"]
+    dtype = ctx.dtype_for(call.output[0].dtype)
+    attn_mask, kpm = a["attn_mask"], a["key_padding_mask"]
+    plain = (query is key and key is value and not a["need_weights"] and not a["use_separate_proj_weight"]
+             and a["bias_k"] is None and not a["add_zero_attn"] and kpm is None
+             and (attn_mask is None or a["is_causal"]))
+    if plain:
+        kept = _self_attention_in_channels(ctx, query, heads, a["in_proj_weight"], a["in_proj_bias"],
+                                           a["out_proj_weight"], a["out_proj_bias"], 1, a["is_causal"], dtype)
+        if kept is not None:
+            return [kept]
     batched = query.dim() == 3
     L, S = ctx.dims(query)[0], ctx.dims(key)[0]
     N = ctx.dims(query)[1] if batched else 1
-    dtype = ctx.dtype_for(call.output[0].dtype)
-    attn_mask, kpm = a["attn_mask"], a["key_padding_mask"]
     masks = []
     if a["is_causal"] and kpm is None and not a["need_weights"]:
         masks.append((_causal(ctx, L, S, 5), KEEP))  # torch then ignores attn_mask, the causal hint wins
@@ -274,6 +325,11 @@ def native_multi_head_attention(ctx, call):
     a = call.bound()
     query, key = a["query"], a["key"]
     heads = a["num_head"]
+    if a["mask"] is None and not a["need_weights"] and query is key and key is a["value"]:
+        kept = _self_attention_in_channels(ctx, query, heads, a["qkv_weight"], a["qkv_bias"], a["proj_weight"],
+                                           a["proj_bias"], 0, False, ctx.dtype_for(call.output[0].dtype))
+        if kept is not None:
+            return [kept]
     N, L = ctx.dims(query)[:2]
     S = ctx.dims(key)[1]
     masks = [] if a["mask"] is None else [_native_mask(ctx, a["mask"], a["mask_type"], N, heads, L, S)]
