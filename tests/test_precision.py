@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harness import check_module
+from torch2x import flavour
 from torch2x.flavour import trt
 
 
@@ -51,6 +52,13 @@ def _types_by_name(net):
     return {layer.name: layer.get_output(0).dtype for layer in _layers(net)}
 
 
+def _typed(net, call: str, layer_type):
+    """The layer of ``layer_type`` that converting ``call`` (``module/op``) added, with its concrete class."""
+    found = [layer for layer in _layers(net) if layer.type == layer_type and layer.name.split(".")[0] == call]
+    assert len(found) == 1, f"{call}: {len(found)} {layer_type} layers"
+    return flavour.concrete_layer(found[0])
+
+
 def test_fp16_policy_types_and_casts():
     torch.manual_seed(0)
     net = check_module(Mixed(), torch.randn(2, 3, 8, 8), rtol=1e-2, fp16=True, keep_fp32=["keep"])
@@ -60,11 +68,14 @@ def test_fp16_policy_types_and_casts():
     conv = next(layer for layer in _layers(net) if layer.type == trt.LayerType.CONVOLUTION)
     conv.__class__ = trt.IConvolutionLayer
     assert conv.kernel.dtype.name == "float16"  # fp16 weights
-    assert types["head.weight/5x8"] == trt.DataType.HALF
-    assert types["norm/layer_norm"] == trt.DataType.FLOAT
-    assert types["softmax"] == trt.DataType.FLOAT
-    assert types["keep.weight/fp32/5x5"] == trt.DataType.FLOAT and types["keep/linear"] == trt.DataType.FLOAT
-    assert types["exp"] == trt.DataType.FLOAT
+    # linear layers are 1x1 convolutions with their weights inside (torch2x.layout)
+    head = _typed(net, "head/linear", trt.LayerType.CONVOLUTION)
+    assert head.get_output(0).dtype == trt.DataType.HALF and head.kernel.dtype.name == "float16"
+    assert _typed(net, "norm/layer_norm", trt.LayerType.NORMALIZATION).get_output(0).dtype == trt.DataType.FLOAT
+    assert _typed(net, "softmax", trt.LayerType.SOFTMAX).get_output(0).dtype == trt.DataType.FLOAT
+    keep = _typed(net, "keep/linear", trt.LayerType.CONVOLUTION)
+    assert keep.get_output(0).dtype == trt.DataType.FLOAT and keep.kernel.dtype.name == "float32"
+    assert _typed(net, "exp", trt.LayerType.UNARY).get_output(0).dtype == trt.DataType.FLOAT
     assert net.network.get_input(0).dtype == trt.DataType.FLOAT  # the module's dtype at the boundary
     assert net.network.get_output(0).dtype == trt.DataType.FLOAT
     _no_cast_pairs(net)
