@@ -219,8 +219,8 @@ def _self_attention_in_channels(ctx, x, heads, in_weight, in_bias, out_weight, o
         return None
     E = x.shape[-1]
     D = E // heads
-    w = in_weight.detach().double().clone()
-    b = in_bias.detach().double().clone() if in_bias is not None else w.new_zeros(3 * E)
+    w = in_weight.detach().clone()
+    b = in_bias.detach().clone() if in_bias is not None else w.new_zeros(3 * E)
     w[:E] /= math.sqrt(D)  # softmax(q k^T / sqrt(D)): the scale rides on the query projection
     b[:E] /= math.sqrt(D)
     qkv = convolve_channels(ctx, ch, w, b, dtype).itensor  # stored [s0, 3E, s2, 1]
@@ -244,8 +244,8 @@ def _self_attention_in_channels(ctx, x, heads, in_weight, in_bias, out_weight, o
     merge.reshape_dims = (0, E, -1, 1)
     merge.zero_is_placeholder = True
     merged = layout.note(ctx, ch.with_tensor(merge.get_output(0)), dims)
-    ob = out_bias.detach().double() if out_bias is not None else w.new_zeros(E)
-    return layout.note(ctx, convolve_channels(ctx, merged, out_weight.detach().double(), ob, dtype), dims)
+    ob = out_bias.detach() if out_bias is not None else w.new_zeros(E)
+    return layout.note(ctx, convolve_channels(ctx, merged, out_weight.detach(), ob, dtype), dims)
 
 
 def _mask_kind(mask):

@@ -86,14 +86,17 @@ def linear_as_convolution(ctx, x, weight, bias, dtype):
     ch = ctx.channels(x, enter=True, dtype=dtype)
     if ch is None:
         return None
-    w = weight.detach().double()
-    b = bias.detach().double() if bias is not None else w.new_zeros(w.shape[0])
+    w = weight.detach()
+    b = bias.detach() if bias is not None else w.new_zeros(w.shape[0])
     return layout.note(ctx, convolve_channels(ctx, ch, w, b, dtype), ctx.dims(x)[:-1] + (w.shape[0],))
 
 
 def convolve_channels(ctx, ch, weight, bias, dtype):
     """``ch`` (channel layout) times ``weight`` [out, in] plus ``bias`` as a 1x1 convolution, the pending
-    affine of ``ch`` (a layer norm's weight and bias) folded into the weights."""
+    affine of ``ch`` (a layer norm's weight and bias) folded into the weights (in float64, so the folded
+    weights are as exact as the network's type allows)."""
+    if ch.affine:
+        weight, bias = weight.double(), bias.double()
     if ch.shift is not None:
         bias = bias + weight @ ch.shift
     if ch.scale is not None:

@@ -192,3 +192,21 @@ def test_int8_and_bfloat16_keep_matrix_multiplies():
     assert _types(net).count(LT.MATRIX_MULTIPLY) == 2 and LT.CONVOLUTION not in _types(net)
     net = torch2x.build_network(model, [x], int8=True, calibration_data=[torch.randn(4, 3, 8) for _ in range(2)])
     assert _types(net).count(LT.MATRIX_MULTIPLY) == 2 and LT.CONVOLUTION not in _types(net)
+
+
+def test_self_attention_without_tensorrts_attention_layer(monkeypatch):
+    """TensorRT 10.x before the attention layer: matrix multiply, softmax, matrix multiply instead."""
+    monkeypatch.setattr(flavour, "HAS_ATTENTION_LAYER", False)
+    attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    ln = _affine_layer_norm(16)
+    for causal in (False, True):
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(7) if causal else None
+
+        def block(x):
+            y = ln(x)
+            return attn(y, y, y, attn_mask=mask, is_causal=causal, need_weights=False)[0]
+
+        net = check_module(block, torch.randn(2, 7, 16), rtol=1e-5)
+        types = _types(net)
+        assert types.count(LT.MATRIX_MULTIPLY) == 2 and types.count(LT.SOFTMAX) == 1
+        assert getattr(LT, "ATTENTION_INPUT", None) not in types
