@@ -182,7 +182,10 @@ def power(ctx, base, exponent, dtype) -> "trt.ITensor":
 def _pow(reflected=False):
     def convert(ctx, call):
         a, b = _operands(call, reflected, "exponent")
-        return power(ctx, a, b, out_type(ctx, call))
+        dtype = out_type(ctx, call)
+        if isinstance(a, torch.Tensor) and isinstance(b, (int, float)) and not isinstance(b, bool) and dtype in FLOATS:
+            return ctx.pointwise(a, lambda t: power(ctx, t, b, dtype))
+        return power(ctx, a, b, dtype)
 
     return convert
 
@@ -312,6 +315,8 @@ def masked_fill(ctx, call):
 
 def _unary(op):
     def convert(ctx, call):
+        if call.arg("input").is_floating_point() and call.output.dtype == call.arg("input").dtype:
+            return ctx.pointwise(call.arg("input"), lambda t: ctx.unary(t, op))
         x = ctx.trt(call.arg("input"), out_type(ctx, call))
         if (op in (Un.FLOOR, Un.CEIL) and x.dtype not in FLOATS) or (op == Un.SIGN and x.dtype == DT.BOOL):
             return x  # integers are whole already; sign(bool) is itself

@@ -166,7 +166,14 @@ def rmatmul(ctx, call):
            signature="input, mat1, mat2, *, beta=1, alpha=1, out=None")
 def addmm(ctx, call):
     dtype = _float_type(ctx, call)
-    return _add_scaled(ctx, call, matmul(ctx, call.arg("mat1"), call.arg("mat2"), dtype), dtype)
+    bias, x, weight = call.arg("input"), call.arg("mat1"), call.arg("mat2")
+    if (call.name in ("torch.addmm", "torch.Tensor.addmm") and call.arg("beta") == 1 and call.arg("alpha") == 1
+            and isinstance(bias, torch.Tensor) and bias.dim() == 1 and weight.dim() == 2 and x.dim() == 2):
+        # bias + x @ weight with parameters (transformers' Conv1D, GPT-2's linear layers) is a linear layer
+        kept = linear_as_convolution(ctx, x, weight.t(), bias, dtype)
+        if kept is not None:
+            return kept
+    return _add_scaled(ctx, call, matmul(ctx, x, weight, dtype), dtype)
 
 
 @converter("torch.addbmm", "torch.Tensor.addbmm", "torch.Tensor.addbmm_",

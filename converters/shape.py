@@ -37,7 +37,7 @@ def _size_args(call, name: str) -> list:
 def _requested_shape(ctx, call, source, out) -> Sequence:
     """The target shape of a view/reshape/expand as the call asked for it when that matters (traced
     sizes, -1 on a tensor with dynamic dims, another tensor's shape); otherwise the example's sizes."""
-    dynamic = any(d < 0 for d in ctx.trt(source).shape)
+    dynamic = any(is_traced(d) for d in ctx.dims(source))
     other = call.args[1] if len(call.args) > 1 else None
     if call.name.endswith("_as") and isinstance(other, torch.Tensor):
         return ctx.dims(other)
@@ -63,7 +63,9 @@ def reshape(ctx, call):
         raise ConversionError(f"{call.name} of several tensors is not supported; call it on each tensor")
     if out.dtype != source.dtype:
         raise ConversionError(f"{call.name} reinterprets {source.dtype} bits as {out.dtype}; TensorRT has no bitcast")
-    return ctx.reshape(ctx.trt(source), _requested_shape(ctx, call, source, out))
+    target = _requested_shape(ctx, call, source, out)
+    kept = layout.reshaped(ctx, source, target, tuple(out.shape))
+    return kept if kept is not None else ctx.reshape(ctx.trt(source), target)
 
 
 # ----------------------------------------------------------------------------- permutations

@@ -210,3 +210,19 @@ def test_self_attention_without_tensorrts_attention_layer(monkeypatch):
         types = _types(net)
         assert types.count(LT.MATRIX_MULTIPLY) == 2 and types.count(LT.SOFTMAX) == 1
         assert getattr(LT, "ATTENTION_INPUT", None) not in types
+
+
+def test_addmm_linear_views_and_unary_math_keep_the_layout():
+    """transformers' Conv1D (GPT-2): bias + x.view(-1, C) @ weight, viewed back; GELU written out."""
+    ln = _affine_layer_norm(8)
+    weight, bias = torch.nn.Parameter(torch.randn(8, 24) / 3), torch.nn.Parameter(torch.randn(24))
+
+    def block(x):
+        y = torch.addmm(bias, ln(x).view(-1, 8), weight).view(2, 5, 24)
+        y = 0.5 * y * (1.0 + torch.tanh(0.79 * (y + 0.044715 * torch.pow(y, 3.0))))
+        return (y.abs() + 1).sqrt().reshape(2, 5, 2, 12)
+
+    net = check_module(block, torch.randn(2, 5, 8), rtol=1e-5)
+    types = _types(net)
+    assert LT.MATRIX_MULTIPLY not in types and LT.SCALE not in types
+    assert types.count(LT.SHUFFLE) == 5  # into the layout, two views in it, out of it, the last reshape

@@ -231,6 +231,23 @@ def binary(ctx: Any, a: Any, b: Any, op: Any, dtype: Any, out_shape: Sequence[in
     return note(ctx, ref.with_tensor(out), tuple(out_shape))
 
 
+def reshaped(ctx: Any, value: torch.Tensor, shape: Sequence[Any], example: tuple) -> Optional[Channels]:
+    """``value.reshape(shape)`` kept in channel layout when ``value`` is in it and the channels stay the last
+    dim: one shuffle from the stored tensor into the standard layout of the new shape (as many layers as the
+    plain reshape, without making ``value`` plain first). None otherwise."""
+    ch = ctx.held(value)
+    if (ch is None or not ctx.layouts or not 2 <= len(shape) <= 5 or -1 in tuple(shape)[-1:]
+            or int(shape[-1]) != value.shape[-1] or tuple(shape) == tuple(value.shape)):
+        return None
+    rank, new = ch.rank, len(shape)
+    pads = stored_rank(new) - new  # the padding dims ride at the end until the final transpose
+    to_canonical = tuple(ch.order.index(i) for i in range(rank)) + tuple(range(rank, stored_rank(rank)))
+    stored = ctx.shuffle(ch.itensor, tuple(shape) + (1,) * pads, first=to_canonical,
+                         second=standard_order(new) + tuple(range(new, new + pads)))
+    out = Channels(stored, standard_order(new), ch.scale, ch.shift)
+    return note(ctx, out, example)
+
+
 def permuted(ch: Channels, perm: Sequence[int]) -> Optional[Channels]:
     """The layout of ``canonical.permute(perm)`` when the permutation keeps the channels last: the same
     stored tensor with another order (no layer). None when the channels move."""
