@@ -84,6 +84,9 @@ def scaled_dot_product_attention(ctx, call):
     q, k, v = (ctx.trt(t, dtype) for t in (query, key, value))
     scale = call.arg("scale")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    fused = _fused_attention(ctx, call, q, k, v, scale, dtype)
+    if fused is not None:
+        return fused
     L, S = ctx.dims(query)[-2], ctx.dims(key)[-2]
     masks = []
     if call.has("attn_mask"):
@@ -105,6 +108,33 @@ def scaled_dot_product_attention(ctx, call):
     rank = max(len(t.shape) for t in (q, k, v))
     q, k, v = ctx.broadcast(q, k, v) if rank > 2 else (q, k, v)
     return attention(ctx, q, k, v, masks, scale, dtype, safe=user_mask)
+
+
+def _fused_attention(ctx, call, q, k, v, scale, dtype):
+    """scaled_dot_product_attention as TensorRT's attention layer where that computes what PyTorch does:
+    4-d query, key and value of one batch and head count, and no mask, the causal mask, or a constant mask
+    that leaves every query some key (PyTorch gives a fully masked query zeros, the layer does not).
+    None otherwise (or on a TensorRT without the layer)."""
+    query, key, value = call.arg("query"), call.arg("key"), call.arg("value")
+    if (not flavour.HAS_ATTENTION_LAYER or not query.dim() == key.dim() == value.dim() == 4
+            or key.shape != value.shape or query.shape[:2] != key.shape[:2] or query.shape[-1] != key.shape[-1]):
+        return None
+    causal = bool(call.arg("is_causal"))
+    mask = call.arg("attn_mask") if call.has("attn_mask") else None
+    constant_mask = None
+    if mask is not None:
+        dims = ctx.dims(query)[-2:] + ctx.dims(key)[-2:]
+        if causal or ctx.is_traced(mask) or mask.dim() > 4 or any(is_traced(d) for d in dims):
+            return None
+        full = mask.detach().reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+        visible = full if full.dtype == torch.bool else full > float("-inf")
+        if not visible.expand(tuple(query.shape[:3]) + (key.shape[2],)).any(-1).all():
+            return None
+        constant_mask = ctx.constant(full, trt.DataType.BOOL if full.dtype == torch.bool else dtype)
+    if scale != 1.0:
+        q = ctx.network.add_elementwise(q, ctx.constant(torch.full((1,) * 4, float(scale)), dtype), Op.PROD).get_output(0)
+    out = flavour.add_attention(ctx.network, q, k, v, causal=causal, mask=constant_mask).get_output(0)
+    return ctx._noted(out, tuple(call.output.shape))
 
 
 def _head_grouped(ctx, mask, hk, g):

@@ -288,3 +288,48 @@ def test_transformer():
     model = torch.nn.Transformer(E, 2, 1, 1, 16, batch_first=True).eval()
     tgt_mask = torch.nn.Transformer.generate_square_subsequent_mask(4)
     check_module(lambda s, t: model(s, t, tgt_mask=tgt_mask), _seq(True, L), _seq(True, 4))
+
+
+# ----------------------------------------------------------------------------- TensorRT's attention layer
+
+def _attention_layers(net) -> int:
+    attention_input = getattr(torch2x.flavour.trt.LayerType, "ATTENTION_INPUT", None)
+    return sum(net.network.get_layer(i).type == attention_input for i in range(net.network.num_layers))
+
+
+needs_attention_layer = pytest.mark.skipif(not torch2x.flavour.HAS_ATTENTION_LAYER,
+                                           reason="this TensorRT has no attention layer")
+
+
+@needs_attention_layer
+@pytest.mark.parametrize("fp16", [False, True])
+@pytest.mark.parametrize("kind", ["none", "causal", "bool", "float", "scale"])
+def test_sdpa_as_tensorrts_attention_layer(kind, fp16):
+    q, k, v = _qkv()
+    bool_mask = torch.rand(L, S) > 0.3
+    bool_mask[:, 0] = True
+    float_mask = torch.randn(B, 1, L, S)
+    options = {"none": {}, "causal": {"is_causal": True}, "bool": {"attn_mask": bool_mask},
+               "float": {"attn_mask": float_mask}, "scale": {"scale": 0.3}}[kind]
+    net = check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **options), q, k, v,
+                       rtol=2e-3 if fp16 else 1e-5, fp16=fp16)
+    assert _attention_layers(net) == 1
+
+
+@pytest.mark.parametrize("case", ["fully masked query", "traced mask", "broadcast batch", "gqa"])
+def test_sdpa_keeps_matrix_multiplies_where_the_layer_differs(case):
+    q, k, v = _qkv()
+    if case == "fully masked query":  # PyTorch gives that query zeros; the layer would not
+        mask = torch.rand(L, S) > 0.3
+        mask[0] = False
+        mask[1:, 0] = True
+        net = check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), q, k, v)
+    elif case == "traced mask":
+        net = check_module(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m > 0), q, k, v,
+                           torch.randn(B, 1, L, S) + 2)
+    elif case == "broadcast batch":
+        net = check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), q, k[:1], v[:1])
+    else:
+        net = check_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+                           torch.randn(B, 4, L, E), torch.randn(B, 2, S, E), torch.randn(B, 2, S, E))
+    assert _attention_layers(net) == 0
