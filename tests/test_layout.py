@@ -226,3 +226,15 @@ def test_addmm_linear_views_and_unary_math_keep_the_layout():
     types = _types(net)
     assert LT.MATRIX_MULTIPLY not in types and LT.SCALE not in types
     assert types.count(LT.SHUFFLE) == 5  # into the layout, two views in it, out of it, the last reshape
+
+
+def test_copies_share_one_plain_tensor():
+    fc = torch.nn.Linear(8, 8)
+
+    def block(x):
+        h = fc(x)
+        copy = F.dropout(h, 0.1, training=False).contiguous()
+        return h.softmax(-1) + copy.softmax(-1)
+
+    net = check_module(block, torch.randn(2, 5, 8), rtol=1e-5)
+    assert _types(net).count(LT.SHUFFLE) == 2  # into the layout; out of it once for h and its copy

@@ -144,7 +144,10 @@ class ConversionContext:
         ch = self._channel_entry(tensor)
         if ch is None:
             return None
-        itensor = layout.materialize(self, tensor, ch)
+        key = ("plain", ch.itensor.name, ch.order, id(ch.scale), id(ch.shift))  # copies share one Channels value
+        if key not in self._constants:
+            self._constants[key] = (ch, layout.materialize(self, tensor, ch))
+        itensor = self._constants[key][1]
         self._tensors[id(tensor)] = (tensor, itensor)  # both representations stay valid
         return itensor
 
