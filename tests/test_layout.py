@@ -238,3 +238,23 @@ def test_copies_share_one_plain_tensor():
 
     net = check_module(block, torch.randn(2, 5, 8), rtol=1e-5)
     assert _types(net).count(LT.SHUFFLE) == 2  # into the layout; out of it once for h and its copy
+
+
+def test_vit_b_16_is_a_quarter_of_the_onnx_routes_layers():
+    """issue 4's target: vit_b_16 in at most 25% of the 853 layers torch.onnx.export + TensorRT's ONNX parser
+    give (benchmarks/zoo.py measures both routes); each encoder block is 16 layers."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16().eval()
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision starts the head at zero
+    net = check_module(model, torch.randn(1, 3, 224, 224), rtol=1e-4, build=False)
+    assert net.network.num_layers <= 853 // 4
+    per_block = {}
+    for i in range(net.network.num_layers):
+        name = net.network.get_layer(i).name
+        if "encoder_layer_" in name:
+            block = name.split("encoder_layer_")[1].split(".")[0].split("/")[0]
+            per_block[block] = per_block.get(block, 0) + 1
+    # the first block also makes the two constants (ones, zeros) every normalization shares
+    assert len(per_block) == 12 and per_block.pop("0") == 18 and set(per_block.values()) == {16}
