@@ -257,23 +257,16 @@ def _self_attention_in_channels(ctx, x, heads, in_weight, in_bias, out_weight, o
     batch_first = ch.order.index(batch_axis) == 0
     dims = ctx.dims(x)
     B, L = dims[batch_axis], dims[1 - batch_axis]
-    split = ctx.network.add_shuffle(qkv)
-    split.first_transpose = (0, 2, 1, 3)
-    split.reshape_dims = (0, 0, 3 * heads, D)  # 0 copies the two token dims
-    split.zero_is_placeholder = True
-    split.second_transpose = (0, 2, 1, 3) if batch_first else (1, 2, 0, 3)
-    y = ctx._noted(split.get_output(0), (int(B), 3 * heads, int(L), D))
+    # [s0, 3E, s2, 1] -> [B, 3 * heads, L, D] (0 copies the two token dims)
+    y = ctx.shuffle(qkv, (0, 0, 3 * heads, D), first=(0, 2, 1, 3),
+                    second=(0, 2, 1, 3) if batch_first else (1, 2, 0, 3), copy_zeros=True)
     q, k, v = (ctx.slice(y, (0, i * heads, 0, 0), (B, heads, L, D)) for i in range(3))
     if flavour.HAS_ATTENTION_LAYER:
-        out = ctx._noted(flavour.add_attention(ctx.network, q, k, v, causal=causal).get_output(0),
-                         (int(B), heads, int(L), D))
+        out = ctx._noted(flavour.add_attention(ctx.network, q, k, v, causal=causal).get_output(0), ctx.dims(q))
     else:
         out = attention(ctx, q, k, v, [(_causal(ctx, L, L, 4), KEEP)] if causal else [], 1.0, dtype)
-    merge = ctx.network.add_shuffle(out)
-    merge.first_transpose = (0, 1, 3, 2) if batch_first else (2, 1, 3, 0)
-    merge.reshape_dims = (0, E, -1, 1)
-    merge.zero_is_placeholder = True
-    merged = layout.note(ctx, ch.with_tensor(merge.get_output(0)), dims)
+    merge = ctx.shuffle(out, (0, E, -1, 1), first=(0, 1, 3, 2) if batch_first else (2, 1, 3, 0), copy_zeros=True)
+    merged = ch.with_tensor(merge)
     ob = out_bias.detach() if out_bias is not None else w.new_zeros(E)
     return layout.note(ctx, convolve_channels(ctx, merged, out_weight.detach(), ob, dtype), dims)
 

@@ -200,7 +200,7 @@ def _getitem(ctx, source, index, out_shape):
 def _getitem_in_channels(ctx, source, index, out):
     """``x[index]`` of a value in channel layout (see torch2x.layout) by ints and slices that leave the
     channels whole: a slice of the stored tensor, which stays in the layout (pending affine included)."""
-    ch = ctx.channels(source, dtype=ctx.held_type(source))
+    ch = ctx.held(source)
     if ch is None:
         return None
     items = _items(ctx, index, ch.rank)

@@ -81,10 +81,10 @@ def permuted(ctx, value, order):
     (another order, no layer); ``(N, C, ...) -> (N, ..., C)`` of a plain tensor enters the channel layout
     as the tensor itself (see torch2x.layout)."""
     order = tuple(int(o) for o in order)
-    ch = ctx.channels(value, dtype=ctx.held_type(value))
+    ch = ctx.held(value)
     if ch is not None:
         moved = layout.permuted(ch, order)
-        return moved if moved is not None else layout.unpermuted(ctx, ch, order, tuple(value.permute(order).shape))
+        return moved if moved is not None else layout.unpermuted(ctx, ch, order)
     if ctx.layouts and order == layout.inverse(layout.standard_order(len(order))) and len(order) >= 3:
         x = ctx.trt(value)
         if layout.can_hold(value.permute(order), x):

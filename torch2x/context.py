@@ -141,7 +141,7 @@ class ConversionContext:
         entry = self._tensors.get(id(tensor))
         if entry is not None and entry[0] is tensor:
             return entry[1]
-        ch = self._channel_entry(tensor)
+        ch = self.held(tensor)
         if ch is None:
             return None
         key = ("plain", ch.itensor.name, ch.order, id(ch.scale), id(ch.shift))  # copies share one Channels value
@@ -154,7 +154,7 @@ class ConversionContext:
     def has(self, tensor: Any) -> bool:
         """Whether ``tensor`` is traced (has a network value), without making any layer."""
         entry = self._tensors.get(id(tensor))
-        return (entry is not None and entry[0] is tensor) or self._channel_entry(tensor) is not None
+        return (entry is not None and entry[0] is tensor) or self.held(tensor) is not None
 
     def peek(self, tensor: Any) -> Optional["trt.ITensor"]:
         """The canonical network tensor of ``tensor`` if it exists already (None for a value held only
@@ -162,21 +162,13 @@ class ConversionContext:
         entry = self._tensors.get(id(tensor))
         return entry[1] if entry is not None and entry[0] is tensor else None
 
-    def _channel_entry(self, tensor: Any) -> Optional[Channels]:
-        entry = self._channels.get(id(tensor))
-        return entry[1] if entry is not None and entry[0] is tensor else None
+    def held(self, value: Any) -> Optional[Channels]:
+        """``value``'s channel-layout value as it is, without casts (None when it has none)."""
+        entry = self._channels.get(id(value))
+        return entry[1] if entry is not None and entry[0] is value else None
 
     def is_traced(self, value: Any) -> bool:
         return isinstance(value, torch.Tensor) and self.has(value)
-
-    def held(self, value: Any) -> Optional[Channels]:
-        """``value``'s channel-layout value as it is (None when it has none)."""
-        return self._channel_entry(value)
-
-    def held_type(self, value: Any) -> Optional["trt.DataType"]:
-        """The network type of ``value``'s channel-layout tensor (None when it has none)."""
-        ch = self._channel_entry(value)
-        return None if ch is None else ch.itensor.dtype
 
     @property
     def layouts(self) -> bool:
@@ -190,7 +182,7 @@ class ConversionContext:
         the type ``ctx.trt(value)`` would give). See :mod:`torch2x.layout`."""
         if not (self.layouts and isinstance(value, torch.Tensor)):
             return None
-        ch = self._channel_entry(value)
+        ch = self.held(value)
         if ch is None:
             itensor = self.peek(value)
             if not enter or itensor is None or not layout.can_hold(value, itensor):
@@ -437,7 +429,7 @@ class ConversionContext:
         Example: ``b, s, _ = ctx.dims(x); ctx.reshape(ctx.trt(x), (b, s, heads, -1))``."""
         itensor = self.peek(value) if isinstance(value, torch.Tensor) else value
         if itensor is None:
-            ch = self._channel_entry(value)
+            ch = self.held(value)
             if ch is not None:  # held in channel layout only: its sizes are the stored tensor's, rearranged
                 stored = self.dims(ch.itensor)
                 return tuple(stored[ch.order.index(axis)] for axis in range(ch.rank))
@@ -536,10 +528,12 @@ class ConversionContext:
         return tuple(out)
 
     def shuffle(self, itensor: "trt.ITensor", reshape: Optional[Sequence[Any]] = None,
-                first: Optional[Sequence[int]] = None, second: Optional[Sequence[int]] = None) -> "trt.ITensor":
-        """One shuffle layer: transpose ``first``, reshape to ``reshape`` (ints, one -1, traced sizes),
-        transpose ``second`` (None skips a step). With dynamic dims a single unknown size is inferred and
-        more come from shape layers. Example: ``ctx.shuffle(x, (b, s, heads, -1), second=(0, 2, 1, 3))``."""
+                first: Optional[Sequence[int]] = None, second: Optional[Sequence[int]] = None,
+                copy_zeros: bool = False) -> "trt.ITensor":
+        """One shuffle layer: transpose ``first``, reshape to ``reshape`` (ints, one -1, traced sizes; with
+        ``copy_zeros`` a 0 copies the transposed input's dim at that position, static or dynamic), transpose
+        ``second`` (None skips a step). With dynamic dims a single unknown size is inferred and more come from
+        shape layers. Example: ``ctx.shuffle(x, (b, s, heads, -1), second=(0, 2, 1, 3))``."""
         layer = self.network.add_shuffle(itensor)
         dims = self._known_dims(itensor)  # the example's sizes, to remember the output's (None: unknown)
         if first is not None:
@@ -548,18 +542,20 @@ class ConversionContext:
         if reshape is not None:
             shape = tuple(reshape)
             unknown = [i for i, v in enumerate(shape) if isinstance(v, TracedInt) or v == -1]
+            resolved = shape if not copy_zeros else None if dims is None else tuple(
+                dims[i] if v == 0 else v for i, v in enumerate(shape))
             if -1 not in shape:
-                dims = shape
-            elif dims is not None:
-                rest = math.prod(int(v) for v in shape if v != -1)
-                dims = tuple(math.prod(int(d) for d in dims) // rest if v == -1 else v for v in shape)
+                dims = resolved
+            elif resolved is not None:
+                rest = math.prod(int(v) for v in resolved if v != -1)
+                dims = tuple(math.prod(int(d) for d in dims) // rest if v == -1 else v for v in resolved)
             if len(unknown) == 1:
                 shape = tuple(-1 if i == unknown[0] else int(v) for i, v in enumerate(shape))
             if any(isinstance(v, TracedInt) for v in shape):
                 layer.set_input(1, self.shape_tensor(shape))
             else:
                 layer.reshape_dims = tuple(int(v) for v in shape)
-            layer.zero_is_placeholder = False
+            layer.zero_is_placeholder = copy_zeros
         if second is not None:
             layer.second_transpose = tuple(second)
             dims = None if dims is None else tuple(dims[o] for o in second)

@@ -109,22 +109,16 @@ def enter(ctx: Any, tensor: torch.Tensor, itensor: Any) -> Channels:
     """``tensor`` (network value ``itensor``) in the standard channel layout: one shuffle layer."""
     rank = tensor.dim()
     order = standard_order(rank)
-    layer = ctx.network.add_shuffle(itensor)
-    layer.first_transpose = order
-    if rank < 4:
-        layer.reshape_dims = (0,) * rank + (1,) * (4 - rank)  # 0 copies the (transposed) input's dim
-        layer.zero_is_placeholder = True
-    ch = Channels(layer.get_output(0), order)
-    note(ctx, ch, ctx.dims(tensor))
-    return ch
+    pad = (0,) * rank + (1,) * (4 - rank) if rank < 4 else None
+    return Channels(ctx.shuffle(itensor, pad, first=order, copy_zeros=True), order)
 
 
 def materialize(ctx: Any, tensor: torch.Tensor, ch: Channels) -> Any:
     """The canonical network tensor of a value in channel layout (its pending affine applied)."""
-    return unpermuted(ctx, ch, range(ch.rank), tuple(tensor.shape))
+    return unpermuted(ctx, ch, range(ch.rank))
 
 
-def unpermuted(ctx: Any, ch: Channels, perm: Sequence[int], example: tuple) -> Any:
+def unpermuted(ctx: Any, ch: Channels, perm: Sequence[int]) -> Any:
     """``canonical.permute(perm)`` of a value in channel layout as a plain network tensor: one shuffle of
     the stored tensor (none when that is already the result: NHWC values permuted back to NCHW)."""
     stored = apply_affine(ctx, ch).itensor
@@ -132,12 +126,7 @@ def unpermuted(ctx: Any, ch: Channels, perm: Sequence[int], example: tuple) -> A
     order = tuple(ch.order.index(int(p) % rank) for p in perm)
     if rank >= 4 and order == tuple(range(rank)):
         return stored
-    layer = ctx.network.add_shuffle(stored)
-    if rank < 4:
-        layer.reshape_dims = (0,) * rank
-        layer.zero_is_placeholder = True
-    layer.second_transpose = order
-    return ctx._noted(layer.get_output(0), example)
+    return ctx.shuffle(stored, (0,) * rank if rank < 4 else None, second=order, copy_zeros=True)
 
 
 def apply_affine(ctx: Any, ch: Channels) -> Channels:
