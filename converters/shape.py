@@ -87,7 +87,7 @@ def permuted(ctx, value, order):
         return moved if moved is not None else layout.unpermuted(ctx, ch, order)
     if ctx.layouts and order == layout.inverse(layout.standard_order(len(order))) and len(order) >= 3:
         x = ctx.trt(value)
-        if layout.can_hold(value.permute(order), x):
+        if layout.can_hold(value, x) and x.shape[1] > 0:  # the channels (dim 1 here) must be static
             stored = ctx.reshape(x, ctx.dims(value) + (1,) * (4 - len(order)))
             return Channels(stored, layout.standard_order(len(order)))
     return ctx.permute(ctx.trt(value), order)

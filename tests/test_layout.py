@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import torch2x
-from harness import check_module
+from harness import _Wrap, check_module
 from torch2x import flavour
 
 LT = flavour.trt.LayerType
@@ -258,3 +258,13 @@ def test_vit_b_16_is_a_quarter_of_the_onnx_routes_layers():
             per_block[block] = per_block.get(block, 0) + 1
     # the first block also makes the two constants (ones, zeros) every normalization shares
     assert len(per_block) == 12 and per_block.pop("0") == 18 and set(per_block.values()) == {16}
+
+
+def test_nchw_to_nhwc_with_dynamic_channels():
+    """A dynamic channel dim (only static ones can be a convolution's channels) keeps the plain permute."""
+    model = _Wrap(lambda x: (x.permute(0, 2, 3, 1) * 2).sum(-1))
+    x = torch.randn(2, 3, 4, 5)
+    net = torch2x.build_network(model, [x], dynamic_shapes={"input_0": {1: (1, 3, 6)}})
+    for shape in [(2, 1, 4, 5), (2, 6, 4, 5)]:
+        x = torch.randn(*shape)
+        assert torch.allclose(net.interpret(x), model(x), rtol=1e-5, atol=1e-5)

@@ -100,7 +100,7 @@ def inverse(order: Sequence[int]) -> tuple:
 
 
 def can_hold(tensor: torch.Tensor, itensor: Any) -> bool:
-    """Whether a value fits the layout: a float tensor of rank 2 to 5 with static channels."""
+    """Whether a value fits the layout: a float tensor of rank 2 to 5 with static channels (last dim)."""
     return (tensor.is_floating_point() and 2 <= tensor.dim() <= 5 and itensor.dtype in FLOATS
             and itensor.shape[-1] > 0)
 
