@@ -30,9 +30,7 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False, safe=False):
     ``safe``: a query whose keys are all masked gets probabilities 0 (SDPA's), not NaN (multi-head
     attention's). Returns the output, and the attention probabilities too when ``probs_out``.
     """
-    if scale != 1.0:
-        factor = ctx.constant(torch.full((1,) * len(q.shape), float(scale)), dtype)
-        q = ctx.network.add_elementwise(q, factor, Op.PROD).get_output(0)
+    q = _scaled(ctx, q, scale, dtype)
     scores = ctx.cast(matmul(ctx, q, k, dtype, transpose_b=True), F32)
     for mask, kind in masks:
         if kind == ADD:
@@ -56,6 +54,14 @@ def attention(ctx, q, k, v, masks, scale, dtype, probs_out=False, safe=False):
         probs = ctx.network.add_select(none, zero, probs).get_output(0)
     out = matmul(ctx, ctx.cast(probs, dtype), v, dtype)
     return (out, probs) if probs_out else out
+
+
+def _scaled(ctx, q, scale, dtype):
+    """``q * scale`` (no layer for 1): the query scaled before the scores, as TensorRT's attention wants it."""
+    if scale == 1.0:
+        return q
+    factor = ctx.constant(torch.full((1,) * len(q.shape), float(scale)), dtype)
+    return ctx.network.add_elementwise(q, factor, Op.PROD).get_output(0)
 
 
 def _causal(ctx, length, source, rank=2):
@@ -131,8 +137,7 @@ def _fused_attention(ctx, call, q, k, v, scale, dtype):
         if not visible.expand(tuple(query.shape[:3]) + (key.shape[2],)).any(-1).all():
             return None
         constant_mask = ctx.constant(full, trt.DataType.BOOL if full.dtype == torch.bool else dtype)
-    if scale != 1.0:
-        q = ctx.network.add_elementwise(q, ctx.constant(torch.full((1,) * 4, float(scale)), dtype), Op.PROD).get_output(0)
+    q = _scaled(ctx, q, scale, dtype)
     out = flavour.add_attention(ctx.network, q, k, v, causal=causal, mask=constant_mask).get_output(0)
     return ctx._noted(out, tuple(call.output.shape))
 
@@ -242,10 +247,11 @@ def _self_attention_in_channels(ctx, x, heads, in_weight, in_bias, out_weight, o
     and the 1/sqrt(head_dim) scale folded into its weights), one shuffle splits heads, the attention is
     TensorRT's attention layer where it has one, one shuffle merges heads, the output projection is a
     second convolution. None when ``x`` cannot take the layout or a weight is computed in the forward pass."""
-    if any(ctx.is_traced(t) for t in (in_weight, in_bias, out_weight, out_bias)) or dtype not in layout.FLOATS:
+    if (x.dim() != 3 or any(ctx.is_traced(t) for t in (in_weight, in_bias, out_weight, out_bias))
+            or dtype not in layout.FLOATS):
         return None
-    ch = ctx.channels(x, enter=True, dtype=dtype)
-    if ch is None or x.dim() != 3:
+    ch = ctx.channels(x, enter=True, dtype=dtype)  # (a layer: only once nothing else can refuse)
+    if ch is None:
         return None
     E = x.shape[-1]
     D = E // heads
