@@ -129,7 +129,7 @@ class Analysis:
         from .tracer import _is_inplace
 
         if not steps_mod.is_allowed(qualname):
-            return None, f"{qualname} is not a function torch2x can name in a saved program"
+            return None, steps_mod.why_not_allowed(qualname)
         try:
             return {"fn": qualname, "args": self.encoder.encode(tuple(args)), "kwargs": self.encoder.encode(dict(kwargs)),
                     "inplace": _is_inplace(qualname)}, ""

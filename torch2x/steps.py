@@ -177,12 +177,33 @@ def references(value: Any) -> list:
 
 
 # --- the allow-list --------------------------------------------------------------------------------
+_ALLOWED: dict = {}  # (registered targets, traceable names) -> the table they give
+
+
 def _allowed() -> dict:
     """Qualified name -> (kind, callable or attribute name): what a saved step may call."""
     from . import tracer
 
+    import sys
+
+    # (a module registered by name counts once it is imported)
+    key = (len(tracer.TRACEABLE), tuple(not isinstance(owner, str) or owner in sys.modules
+                                        for owner, _, _ in tracer._EXTRA_TARGETS))
+    if key not in _ALLOWED:
+        _ALLOWED.clear()
+        _ALLOWED[key] = _allowed_now()
+    return _ALLOWED[key]
+
+
+def _allowed_now() -> dict:
+    import types
+
+    from . import tracer
+
     table: dict = {}
     for owner, name, qualname, is_property in tracer.targets():
+        if not isinstance(owner, (type, types.ModuleType, torch._ops._OpNamespace)):
+            continue  # a method of one object: another process cannot find that object by name
         if is_property:
             table[qualname] = ("property", name)
         else:
@@ -190,13 +211,31 @@ def _allowed() -> dict:
             fn = fn if fn is not None else getattr(owner, name)
             table[qualname] = ("call", getattr(fn, "__torch2x_original__", fn))
     for qualname, fn in tracer.TRACEABLE.items():
-        table[qualname] = ("call", fn)
+        if _named(fn):
+            table[qualname] = ("call", fn)
     return table
+
+
+def _named(fn: Any) -> bool:
+    """A module-level function (not a lambda, a closure or a method of an object): found again by name."""
+    qualname = getattr(fn, "__qualname__", "")
+    return callable(fn) and "<" not in qualname and getattr(fn, "__self__", None) is None
 
 
 def is_allowed(qualname: str) -> bool:
     """Whether a step calling ``qualname`` can be saved and loaded in this process."""
     return qualname in _allowed()
+
+
+def why_not_allowed(qualname: str) -> str:
+    """Why ``qualname`` cannot be a saved step (for the conversion's error)."""
+    from . import tracer
+
+    fn = tracer.TRACEABLE.get(qualname)
+    if fn is not None and not _named(fn):
+        return (f"{qualname} wraps {getattr(fn, '__qualname__', fn)!r}, a lambda, closure or bound method, which "
+                "another process cannot find by name")
+    return f"{qualname} is a method of one object, or not a function torch2x can name in a saved program"
 
 
 def resolve(qualname: str) -> tuple:
