@@ -397,45 +397,34 @@ class HybridNetwork:
         return sum(1 for r in self.records if r.torch)
 
     def __str__(self) -> str:
-        return describe(self.program, self.records, self.segments, self.report)
+        return str(self.report)
 
     __repr__ = __str__
 
 
-def describe(program: dict, records: list, segments: list, report: ConversionReport) -> str:
-    """The segment report: each engine and PyTorch step in run order, with what crosses each boundary."""
+def segment_rows(program: dict, records: list, segments: list, values: list) -> list:
+    """The segment report's rows: each engine and PyTorch step in run order, with what crosses each boundary
+    (``v<id> dtype[dims]``, ``?`` for a dim that varies at run time)."""
     by_index = {r.index: r for r in records}
-    converted = [r for r in records if not r.torch]
-    torch_calls = [r for r in records if r.torch]
-    lines = [f"torch2x hybrid: {len(segments)} TensorRT engine(s) with {len(converted)} converted calls "
-             f"({sum(s.network.num_layers for s in segments)} layers), {len(torch_calls)} call(s) in PyTorch"]
+
+    def value(vid: int) -> str:
+        v = values[vid]
+        dims = ",".join("?" if lo != hi else str(s) for s, (lo, hi) in zip(v.shape, v.bounds))
+        return f"v{vid} {str(v.dtype).replace('torch.', '')}[{dims}]"
+
+    rows = []
     for step in program["steps"]:
         if "engine" in step:
             seg = segments[step["engine"]]
-            lines.append(f"  engine {step['engine']}: {seg.report.converted_calls} calls, {seg.network.num_layers} "
-                         f"layers; in: {_crossing(seg, True)}; out: {_crossing(seg, False)}")
+            rows.append({"kind": "engine", "engine": step["engine"], "calls": seg.report.converted_calls,
+                         "layers": seg.network.num_layers, "inputs": [value(v) for v in step["inputs"]],
+                         "outputs": [value(v) for v in step["outputs"]]})
         else:
-            r = by_index.get(step.get("call"))
-            where = f" at {r.path or '<root>'}" if r else ""
-            why = f" ({r.why})" if r else ""
-            reads = ", ".join(f"v{v}" for v in steps_mod.references([step["args"], step["kwargs"]]))
-            made = ", ".join(f"v{v}" for v in step["outputs"])
-            lines.append(f"  pytorch: {step['fn']}{where}{why}; reads {reads or 'constants'} -> {made or 'nothing'}")
-    warnings = [f"warning: {u.op} at {', '.join(u.module_paths)}: {u.reason}" for u in report.data_dependent.values()]
-    return "\n".join(lines + warnings)
-
-
-def _crossing(seg: Any, inputs: bool) -> str:
-    net = seg.network
-    tensors = ([net.get_input(i) for i in range(net.num_inputs)] if inputs
-               else [net.get_output(i) for i in range(net.num_outputs)])
-    parts = []
-    for t in tensors:
-        dims = ",".join("?" if d < 0 else str(d) for d in t.shape)
-        parts.append(f"{t.name} {str(t.dtype).split('.')[-1].lower()}[{dims}]")
-    if len(parts) > 6:
-        parts = parts[:6] + [f"+{len(parts) - 6} more"]
-    return ", ".join(parts) or "nothing"
+            r = by_index[step["call"]]
+            rows.append({"kind": "pytorch", "op": step["fn"], "module_path": r.path, "reason": r.why,
+                         "inputs": [value(v) for v in steps_mod.references([step["args"], step["kwargs"]])],
+                         "outputs": [value(v) for v in step["outputs"]]})
+    return rows
 
 
 class HybridModule(torch.nn.Module):
@@ -596,6 +585,7 @@ def finish(module: Any, inputs: list, analysis: Analysis, in_tensors: list, in_s
         if r.torch and r.why.startswith("in a segment of fewer"):
             analysis.report.add_unsupported(r.qualname, r.path, f"runs in PyTorch: {r.why}", "")
     analysis.report.num_layers = sum(s.network.num_layers for s in segments)
+    analysis.report.segments = segment_rows(program, records, segments, analysis.values)
     return HybridNetwork(segments, program, constants, analysis.report, records, time.perf_counter() - started,
                          options.get("min_block_size", 1))
 
