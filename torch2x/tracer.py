@@ -493,6 +493,8 @@ class Tracer:
                     raise ConversionError("the converter did not produce every output")
                 if isinstance(it, Channels):
                     bindings.append((t, _checked_channels(ctx, t, it, probed, len(bindings))))
+                    if self.hybrid is not None:
+                        self.hybrid.check_output(traced, args, kwargs, t, it.canonical_shape())
                     continue
                 it = ctx.trt(it)
                 shape = tuple(it.shape)
@@ -500,6 +502,8 @@ class Tracer:
                     raise ConversionError(f"converter bug: network shape {shape}, PyTorch gives {tuple(t.shape)}")
                 if probed is not None:
                     self._check_dynamic_dims(t, it, probed[len(bindings)])
+                if self.hybrid is not None:
+                    self.hybrid.check_output(traced, args, kwargs, t, shape)
                 expected = ctx.dtype_for(t.dtype)
                 if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
                     it = ctx.cast(it, expected)  # (float32 results stay so until a reduced op reads them)
