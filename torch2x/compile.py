@@ -72,8 +72,9 @@ class _Entry:
     ranges: list  # per input: {dim: (min, max)}
     const_key: tuple
     run: Callable
-    converted: Optional[ConvertedNetwork]
+    converted: Optional[ConvertedNetwork]  # the network (interpret=True and compile_report)
     report: ConversionReport
+    trt_module: Any = None  # the engine's TRTModule (without interpret)
 
     def admits(self, inputs: list, const_key: tuple) -> bool:
         if const_key != self.const_key or len(inputs) != len(self.shapes):
@@ -372,7 +373,7 @@ class CompiledGraph:
                 if "engine_cache" in self.options:
                     options["engine_cache"] = self.options["engine_cache"]
                 trt_module = convert(module, list(inputs), **options)
-                entry.report = trt_module.report
+                entry.report, entry.trt_module = trt_module.report, trt_module
                 entry.run = lambda _a, i: trt_module(*i)
         except UnsupportedOperatorError as exc:
             if self.report_only:
