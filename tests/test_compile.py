@@ -86,9 +86,10 @@ def test_vit_b_16():
     model = torchvision.models.vit_b_16().eval()
     graphs = _compiled(model, [(torch.randn(1, 3, 224, 224),)])
     assert len(graphs) == 1
-    # 12 encoder blocks of 2 layer norms, multi-head attention, 2 linears, GELU, 2 adds (8 calls with their
-    # dropouts... see the report); every call converted
-    assert graphs[0].report.ok and graphs[0].report.converted_calls > 12 * 8
+    # Dynamo's graph holds more calls than torch2x(vit_b_16) traces (165: it inlines MultiheadAttention.forward's
+    # transposes and dropouts), and gives the same network: 205 layers (README), at most
+    report = graphs[0].report
+    assert report.ok and report.converted_calls == 177 and report.num_layers <= 205
 
 
 def test_small_vit_mark_dynamic_batch_within_bounds():
@@ -141,7 +142,7 @@ def test_compile_report_counts_graphs_breaks_and_calls():
     assert report.converted_calls == 6 and report.ok
     reasons = [b.reason for b in report.graph_breaks]
     assert "print" in reasons[0] and "data-dependent control flow" in reasons[1]
-    assert "test_compile.py" in report.graph_breaks[0].location
+    assert "test_compile.py" in report.graph_breaks[0].location and report.graph_breaks[0].code.startswith("print(")
     text = str(report)
     assert text.startswith("torch2x compile report: 3 graph(s), 2 graph break(s), 6 calls converted")
     assert '"num_graph_breaks": 2' in report.to_json()
@@ -192,6 +193,19 @@ def test_fp16_and_a_changed_weight():
         compare(compiled(x), model(x), 1e-2)
     (graph,) = t2c.graphs()[-1:]
     assert len(graph.entries) == 2 and graph.entries[0].converted.precision == "fp16"
+
+
+def test_int8_with_calibration_batches_of_the_graph_inputs(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 12 * 12, 10)).eval()
+    options = {"interpret": True, "int8": True, "calibration_data": [torch.randn(4, 3, 16, 16) for _ in range(4)],
+               "calibration_cache": str(tmp_path / "scales.json")}
+    compiled = torch.compile(model, backend="torch2x", options=options)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        compare(compiled(x), model(x), 5e-2)  # int8 error, as tests/test_int8.py allows
+    assert t2c.graphs()[-1].entries[0].converted.precision == "int8+fp32" and (tmp_path / "scales.json").exists()
 
 
 def test_engines_need_a_gpu():

@@ -23,7 +23,8 @@ import inspect
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -47,7 +48,7 @@ class GraphConversionError(RuntimeError):
     conversion failed otherwise) lists the calls; ``.graph`` says which graph (Dynamo's compile id
     ``frame/recompile`` and the source line)."""
 
-    def __init__(self, message: str, report: Optional[ConversionReport], graph: str):
+    def __init__(self, message: str, report: ConversionReport | None, graph: str):
         super().__init__(message)
         self.report = report
         self.graph = graph
@@ -72,14 +73,14 @@ class _Entry:
     ranges: list  # per input: {dim: (min, max)}
     const_key: tuple
     run: Callable
-    converted: Optional[ConvertedNetwork]  # the network (interpret=True and compile_report)
+    converted: ConvertedNetwork | None  # the network (interpret=True and compile_report)
     report: ConversionReport
     trt_module: Any = None  # the engine's TRTModule (without interpret)
 
     def admits(self, inputs: list, const_key: tuple) -> bool:
         if const_key != self.const_key or len(inputs) != len(self.shapes):
             return False
-        for t, dtype, shape, ranges in zip(inputs, self.dtypes, self.shapes, self.ranges):
+        for t, dtype, shape, ranges in zip(inputs, self.dtypes, self.shapes, self.ranges, strict=False):
             if t.dtype != dtype or t.dim() != len(shape):
                 return False
             for d, size in enumerate(t.shape):
@@ -150,7 +151,7 @@ def _symbol_range(size: torch.SymInt) -> tuple:
     return lower, (upper if upper is not None and upper < 2 ** 31 - 1 else None)
 
 
-def _parse_options(options: Optional[dict]) -> dict:
+def _parse_options(options: dict | None) -> dict:
     options = dict(options or {})
     known = CONVERSION_OPTIONS + FALLBACK_OPTIONS + BACKEND_OPTIONS
     unknown = sorted(set(options) - set(known))
@@ -206,7 +207,7 @@ class CompiledGraph:
         nodes = [n for n in gm.graph.nodes if n.op == "placeholder"]
         slots: list = []
         inputs: list = []  # (slot index, fake example) of the network's inputs
-        for n, ex in zip(nodes, examples):
+        for n, ex in zip(nodes, examples, strict=False):
             grapharg = n.meta.get("grapharg")
             source = getattr(grapharg, "source", None)
             name = _readable(source.name) if source is not None else n.name
@@ -225,7 +226,7 @@ class CompiledGraph:
             for d, size in enumerate(getattr(fake, "shape", ())):
                 if _is_symbol(size):
                     dims.setdefault(size.node.expr, (k, d))
-        for slot, n in zip(slots, nodes):
+        for slot, n in zip(slots, nodes, strict=False):
             ev = n.meta.get("example_value")
             if slot.kind == "scalar" and _is_symbol(ev) and ev.node.expr in dims:
                 slot.kind, slot.dim = "size", dims[ev.node.expr]
@@ -254,10 +255,10 @@ class CompiledGraph:
         return template
 
     def _symbol_values(self, args: Sequence[Any]) -> dict:
-        inputs = [a for a, s in zip(args, self.slots) if s.kind == "input"]
+        inputs = [a for a, s in zip(args, self.slots, strict=False) if s.kind == "input"]
         values = {}
         nodes = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
-        for slot, n, a in zip(self.slots, nodes, args):
+        for slot, n, a in zip(self.slots, nodes, args, strict=False):
             ev = n.meta.get("example_value")
             if _is_symbol(ev):
                 values[ev.node.expr] = inputs[slot.dim[0]].shape[slot.dim[1]] if slot.kind == "size" else a
@@ -265,7 +266,7 @@ class CompiledGraph:
 
     # --- calls -------------------------------------------------------------------------------
     def __call__(self, *args: Any) -> Any:
-        inputs = [a for a, s in zip(args, self.slots) if s.kind == "input"]
+        inputs = [a for a, s in zip(args, self.slots, strict=False) if s.kind == "input"]
         key = self._const_key(args)
         entry = next((e for e in reversed(self.entries) if e.admits(inputs, key)), None)
         if entry is None:
@@ -288,14 +289,14 @@ class CompiledGraph:
         return torch.utils._pytree.tree_unflatten(leaves, self._out_spec)
 
     @property
-    def report(self) -> Optional[ConversionReport]:
+    def report(self) -> ConversionReport | None:
         return self.entries[-1].report if self.entries else None
 
     def _const_key(self, args: Sequence[Any]) -> tuple:
         """What the network bakes in: weights by identity and in-place version, small constants and
         scalars by value (Dynamo passes model floats as fresh 0-d tensors at every call)."""
         key = []
-        for slot, a in zip(self.slots, args):
+        for slot, a in zip(self.slots, args, strict=False):
             if slot.kind == "const":
                 if a.numel() <= _SMALL:
                     key.append((str(a.dtype), tuple(a.detach().flatten().tolist())))
@@ -308,7 +309,7 @@ class CompiledGraph:
     def _profile(self, inputs: list) -> tuple:
         """dynamic_shapes for build_network and the ranges an entry admits, from Dynamo's dynamic dims."""
         nodes = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
-        fakes = [n.meta.get("example_value") for n, s in zip(nodes, self.slots) if s.kind == "input"]
+        fakes = [n.meta.get("example_value") for n, s in zip(nodes, self.slots, strict=False) if s.kind == "input"]
         names = [s.name for s in self.slots if s.kind == "input"]
         given = self.options.get("dynamic_shapes") or {}
         if not isinstance(given, dict):
@@ -318,7 +319,7 @@ class CompiledGraph:
             given = {}  # names of another graph's inputs
         spec, ranges, shapes = {}, [], []
         dynamic_max = self.options.get("dynamic_max")
-        for name, t, fake in zip(names, inputs, fakes):
+        for name, t, fake in zip(names, inputs, fakes, strict=False):
             dims, shape = {}, []
             sizes = getattr(fake, "shape", t.shape)
             for d, size in enumerate(sizes):
@@ -399,7 +400,7 @@ class CompiledGraph:
 
     def _describe(self, inputs: list) -> str:
         names = [s.name for s in self.slots if s.kind == "input"]
-        return "inputs " + ", ".join(f"{n}: {describe_value(t)}" for n, t in zip(names, inputs))
+        return "inputs " + ", ".join(f"{n}: {describe_value(t)}" for n, t in zip(names, inputs, strict=False))
 
     def _message(self, report: ConversionReport, inputs: list) -> str:
         lines = [f"torch2x cannot convert {self.label}, one of the graphs torch.compile captured "
@@ -456,7 +457,7 @@ class _GraphCall(torch.nn.Module):
         super().__init__()
         object.__setattr__(self, "_graph", graph)  # not a submodule: its path would prefix every layer
         self._fixed = {}
-        for i, (slot, a) in enumerate(zip(graph.slots, args)):
+        for i, (slot, a) in enumerate(zip(graph.slots, args, strict=False)):
             if slot.kind == "const":
                 self._fixed[i] = a
                 _attach(self, slot.name, a)
@@ -504,7 +505,7 @@ def graphs() -> list:
     return [r() for r in _LIVE]
 
 
-def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Optional[dict] = None) -> Callable:
+def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: dict | None = None) -> Callable:
     """The TorchDynamo backend: ``torch.compile(model, backend="torch2x", options={...})``.
 
     ``options``: ``fp16``, ``bf16``, ``keep_fp32``, ``int8`` (with ``calibration_data`` batches of this
@@ -538,13 +539,14 @@ def register() -> None:
 
 @dataclass
 class GraphBreak:
-    """Why Dynamo ended a graph, and where."""
+    """Why Dynamo ended a graph, and where (``file:line in function``, and that line's code)."""
 
     reason: str
     location: str
+    code: str = ""
 
     def to_dict(self) -> dict:
-        return {"reason": self.reason, "location": self.location}
+        return {"reason": self.reason, "location": self.location, "code": self.code}
 
 
 @dataclass
@@ -584,10 +586,10 @@ class CompileReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "num_graphs": self.num_graphs, "num_graph_breaks": self.num_graph_breaks,
                 "converted_calls": self.converted_calls, "num_layers": self.num_layers,
-                "graphs": [{**g, **r.to_dict()} for g, r in zip(self.graphs, self.reports)],
+                "graphs": [{**g, **r.to_dict()} for g, r in zip(self.graphs, self.reports, strict=False)],
                 "graph_breaks": [b.to_dict() for b in self.graph_breaks]}
 
-    def to_json(self, indent: Optional[int] = 2) -> str:
+    def to_json(self, indent: int | None = 2) -> str:
         import json
 
         return json.dumps(self.to_dict(), indent=indent)
@@ -597,18 +599,19 @@ class CompileReport:
                 f"{self.converted_calls} calls converted into {self.num_layers} layers, "
                 + ("no unsupported calls" if self.ok else f"{len(self.unsupported)} unsupported op(s)"))
         rows = [("graph", "calls", "layers", "unsupported", "inputs", "location")]
-        for k, (g, r) in enumerate(zip(self.graphs, self.reports)):
+        for k, (g, r) in enumerate(zip(self.graphs, self.reports, strict=False)):
             rows.append((str(k + 1), str(r.converted_calls), str(r.num_layers),
                          ", ".join(r.unsupported) or "-", g["inputs"], g["location"]))
         widths = [min(60, max(len(row[i]) for row in rows)) for i in range(len(rows[0]))]
         lines = [head]
         for k, row in enumerate(rows):
-            lines.append("  ".join(cell[:w].ljust(w) for cell, w in zip(row, widths)).rstrip())
+            lines.append("  ".join(cell[:w].ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
             if k == 0:
                 lines.append("  ".join("-" * w for w in widths))
         if self.graph_breaks:
             lines.append("graph breaks:")
-            lines.extend(f"  {k + 1}. {b.location}: {b.reason}" for k, b in enumerate(self.graph_breaks))
+            for k, b in enumerate(self.graph_breaks):
+                lines.append(f"  {k + 1}. {b.location}: {b.reason}" + (f"\n       {b.code}" if b.code else ""))
         for k, r in enumerate(self.reports):
             if not r.ok:
                 lines.append(f"graph {k + 1}: {r}")
@@ -627,11 +630,11 @@ def _break_reason(reason: Any) -> GraphBreak:
     elif explanation:
         summary = f"{summary}: {explanation[len('Explanation:'):].strip()}"
     stack = getattr(reason, "user_stack", None) or []
-    location = "?"
+    location, code = "?", ""
     if stack:
         frame = stack[-1]
-        location = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
-    return GraphBreak(summary if len(summary) <= 200 else summary[:197] + "...", location)
+        location, code = _where((frame.filename, frame.lineno, frame.name, frame.line or "")).split(": ", 1)
+    return GraphBreak(summary if len(summary) <= 200 else summary[:197] + "...", location, code)
 
 
 def compile_report(model: Callable, *inputs: Any, **options: Any) -> CompileReport:
@@ -663,7 +666,7 @@ def compile_report(model: Callable, *inputs: Any, **options: Any) -> CompileRepo
     result = CompileReport(graph_breaks=[_break_reason(r) for r in out.break_reasons])
     for g in made:
         nodes = [n for n in g.gm.graph.nodes if n.op == "placeholder"]
-        fakes = [(s.name, n.meta.get("example_value")) for s, n in zip(g.slots, nodes) if s.kind == "input"]
+        fakes = [(s.name, n.meta.get("example_value")) for s, n in zip(g.slots, nodes, strict=False) if s.kind == "input"]
         result.graphs.append({"compile_id": g.compile_id, "location": g.location, "ops": g.num_ops,
                               "inputs": ", ".join(f"{name}: {describe_value(f)}" for name, f in fakes)})
         result.reports.append(g.report or ConversionReport())
