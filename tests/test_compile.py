@@ -104,6 +104,22 @@ def test_small_vit_mark_dynamic_batch_within_bounds():
     assert graphs[0].entries[0].ranges == [{0: (2, 8)}]  # mark_dynamic's bounds become the profile
 
 
+def test_dynamic_shapes_option_sets_the_range_of_dynamo_dynamic_dims():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    # Dynamo traces nn.Sequential from Module.__call__(*args): its input is named args_0 (see compile_report)
+    graphs = _compiled(model, [(torch.randn(b, 8),) for b in (4, 64, 2, 1)],
+                       {"dynamic_shapes": {"args_0": {0: (1, 4, 64)}}}, dynamic=True)
+    # batch 1 is a graph of its own even with dynamic=True (Dynamo specializes sizes 0 and 1)
+    assert len(graphs) == 2 and [len(g.entries) for g in graphs] == [1, 1]
+    assert graphs[0].entries[0].ranges == [{0: (1, 64)}] and graphs[1].entries[0].shapes == [[1, 8]]
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="torch2x", dynamic=False,
+                             options={"interpret": True, "dynamic_shapes": {"args_0": {0: (1, 4, 64)}}})
+    with pytest.warns(UserWarning, match=r"names dims \[0\], which Dynamo captured with a fixed size.*mark_dynamic"):
+        compiled(torch.randn(4, 8))
+
+
 class _Branchy(torch.nn.Module):
     """Two graph breaks: a print, and control flow on a tensor's value."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
@@ -135,8 +136,14 @@ def _hint(value: Any) -> Any:
     return node.hint if node is not None and getattr(node, "hint", None) is not None else value
 
 
+def _is_dynamic(size: Any) -> bool:
+    """A dim Dynamo left symbolic (with ``dynamic=True`` a guard such as a linear layer's input size can
+    still pin a SymInt to one value: that dim is static)."""
+    return isinstance(size, torch.SymInt) and size.node.maybe_as_int() is None
+
+
 def _is_symbol(size: Any) -> bool:
-    return isinstance(size, torch.SymInt) and getattr(size.node.expr, "is_Symbol", False)
+    return _is_dynamic(size) and getattr(size.node.expr, "is_Symbol", False)
 
 
 def _symbol_range(size: torch.SymInt) -> tuple:
@@ -194,7 +201,9 @@ class CompiledGraph:
         self.paths = {n.name: _module_path(n) for n in gm.graph.nodes}
         calls = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
         frames = _frames(calls[0]) if calls else []
-        self.location = _where(frames[0]) if frames else "?"
+        # (a graph of torch's own modules, such as a compiled nn.Sequential, has no user frame: its first module)
+        self.location = _where(frames[0]) if frames else \
+            f"{_module_path(calls[0]) or '<root>'}: {calls[0].format_node()}" if calls else "?"
         self.num_ops = len(calls)
         self.outputs = self._output_template(gm)
         self.entries: list = []
@@ -303,7 +312,7 @@ class CompiledGraph:
                 else:
                     key.append((id(a), a._version))
             elif slot.kind == "scalar":
-                key.append(_hint(a) if not isinstance(a, torch.Tensor) else id(a))
+                key.append(_hint(a))
         return tuple(key)
 
     def _profile(self, inputs: list) -> tuple:
@@ -312,18 +321,16 @@ class CompiledGraph:
         fakes = [n.meta.get("example_value") for n, s in zip(nodes, self.slots, strict=False) if s.kind == "input"]
         names = [s.name for s in self.slots if s.kind == "input"]
         given = self.options.get("dynamic_shapes") or {}
-        if not isinstance(given, dict):
+        if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
             raise TypeError("options['dynamic_shapes'] takes {input name: {dim: (min, opt, max)}} under torch.compile")
-        unknown = [k for k in given if k not in names]
-        if unknown and not any(k in names for k in given):
-            given = {}  # names of another graph's inputs
+        given = {k: v for k, v in given.items() if k in names}  # the others name another graph's inputs
         spec, ranges, shapes = {}, [], []
         dynamic_max = self.options.get("dynamic_max")
         for name, t, fake in zip(names, inputs, fakes, strict=False):
             dims, shape = {}, []
             sizes = getattr(fake, "shape", t.shape)
             for d, size in enumerate(sizes):
-                if not isinstance(size, torch.SymInt):
+                if not _is_dynamic(size):
                     shape.append(int(t.shape[d]))
                     continue
                 shape.append(None)
@@ -332,16 +339,19 @@ class CompiledGraph:
                 default_hi = int(dynamic_max) if dynamic_max else max(4 * now, 16)
                 hi = hi if hi is not None else max(default_hi, now)
                 lo, opt, hi = min(lo, now), now, hi
-                wanted = given.get(name, {}).get(d) if isinstance(given.get(name), dict) else None
+                wanted = given.get(name, {}).get(d)
                 if wanted is not None and wanted[0] <= now <= wanted[2]:
                     lo, opt, hi = (int(v) for v in wanted)
                 dims[d] = (lo, opt, hi)
-            static = [d for d in (given.get(name) or {}) if not isinstance(sizes[int(d) % len(sizes)], torch.SymInt)]
+            # Dynamo specializes sizes 0 and 1 even for dynamic dims; any other fixed dim the user wants dynamic
+            # means the graph was captured static: it converts at its size, and the user learns why
+            static = [d for d in given.get(name, {}) if not _is_dynamic(sizes[int(d) % len(sizes)])
+                      and int(t.shape[int(d)]) > 1]
             if static:
-                raise ValueError(f"options['dynamic_shapes'][{name!r}] makes dims {static} dynamic, which Dynamo "
-                                 "captured with a fixed size: mark them dynamic before the first call, e.g. "
-                                 f"torch._dynamo.mark_dynamic(x, {static[0]}, min=..., max=...), or "
-                                 "torch.compile(..., dynamic=True)")
+                warnings.warn(f"options['dynamic_shapes'][{name!r}] names dims {static}, which Dynamo captured with "
+                              f"a fixed size in {self.label}: it converts at that size. Mark them dynamic before the "
+                              f"first call (torch._dynamo.mark_dynamic(x, {static[0]}, min=..., max=...)) or use "
+                              "torch.compile(..., dynamic=True)", stacklevel=2)
             if dims:
                 spec[name] = dims
             ranges.append({d: (lo, hi) for d, (lo, _, hi) in dims.items()})
