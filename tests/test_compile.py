@@ -192,6 +192,23 @@ def test_unconvertible_graph_is_a_clear_torch2x_error():
     assert not report.ok and report.unsupported[0][1].op == "torch.linalg.inv"
 
 
+@torch._dynamo.disable
+def _inverse_in_pytorch(x):
+    return torch.linalg.inv(x)
+
+
+class _InvertsOutside(_Inverts):
+    def forward(self, x):
+        return _inverse_in_pytorch(self.fc(x)) * 2
+
+
+def test_the_advice_of_the_error_works():
+    torch.manual_seed(0)
+    # the unconvertible call in a @torch._dynamo.disable function: a graph break, the call runs in PyTorch
+    graphs = _compiled(_InvertsOutside().eval(), [(torch.randn(2, 3, 3),)])
+    assert len(graphs) == 2 and [g.report.converted_calls for g in graphs] == [1, 1]  # linear | mul
+
+
 def test_options_are_checked():
     with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match=r"unknown option\(s\) \['fp61'\]"):
         torch.compile(torch.nn.ReLU(), backend="torch2x", options={"fp61": True})(torch.randn(2))
@@ -229,12 +246,13 @@ def test_int8_with_calibration_batches_of_the_graph_inputs(tmp_path):
 
 
 def test_engines_need_a_gpu():
-    compiled = torch.compile(torch.nn.Linear(4, 4).eval(), backend="torch2x")
+    compiled = torch.compile(torch.nn.Linear(4, 4).eval(), backend="torch2x", options={"cuda_graph": True})
     if torch.cuda.is_available():
         pytest.skip("runs engines on this GPU elsewhere")
     with pytest.raises(torch2x.TRTModuleError, match="no CUDA device"):
         compiled(torch.randn(2, 4))  # the engine was built ahead of time; running it needs a GPU
-    assert len(t2c.graphs()[-1].entries[0].trt_module.engine_bytes) > 0
+    trt_module = t2c.graphs()[-1].entries[0].trt_module
+    assert len(trt_module.engine_bytes) > 0 and trt_module.use_cuda_graph
 
 
 def test_backend_is_found_through_the_entry_point(monkeypatch):

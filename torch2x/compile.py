@@ -40,7 +40,7 @@ from .shapes import TracedInt
 CONVERSION_OPTIONS = ("fp16", "bf16", "keep_fp32", "int8", "calibration_data", "calibration_algorithm",
                       "calibration_cache", "dynamic_shapes", "strict", "max_workspace_size", "progress")
 FALLBACK_OPTIONS = ("fallback", "torch_executed_ops", "torch_executed_modules", "min_block_size")
-BACKEND_OPTIONS = ("interpret", "dynamic_max", "engine_cache")
+BACKEND_OPTIONS = ("interpret", "dynamic_max", "engine_cache", "cuda_graph")
 _SMALL = 16  # constants up to this many elements are compared by value, others by identity and version
 
 
@@ -384,6 +384,7 @@ class CompiledGraph:
                 if "engine_cache" in self.options:
                     options["engine_cache"] = self.options["engine_cache"]
                 trt_module = convert(module, list(inputs), **options)
+                trt_module.use_cuda_graph = bool(self.options.get("cuda_graph", False))
                 entry.report, entry.trt_module = trt_module.report, trt_module
                 entry.run = lambda _a, i: trt_module(*i)
         except UnsupportedOperatorError as exc:
@@ -523,6 +524,7 @@ def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: di
     ``dynamic_shapes={input name: {dim: (min, opt, max)}}`` sets the range of a dim Dynamo made dynamic
     (default: Dynamo's bounds, else [its lower bound, max(4 x the first size, 16)], or up to
     ``dynamic_max``); ``interpret=True`` runs the networks with torch2x's interpreter instead of engines;
+    ``cuda_graph=True`` has the engines' TRTModules replay CUDA graphs;
     ``engine_cache`` and ``fallback`` (with ``torch_executed_ops``, ``torch_executed_modules``,
     ``min_block_size``) are passed to ``torch2x()`` when it takes them. Example::
 
