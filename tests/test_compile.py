@@ -32,8 +32,8 @@ def _compiled(model, calls, options=None, **compile_kwargs):
             compare(compiled(*inputs), model(*inputs), 1e-4)
     graphs = [g for g in t2c.graphs() if id(g) not in known]
     for g in graphs:
-        for entry in g.entries:  # each conversion ran the network, not PyTorch
-            assert entry.converted is not None and entry.report.ok and entry.report.converted_calls > 0
+        for entry in g.entries:  # each conversion ran the network, not PyTorch (but its fallback calls)
+            assert entry.converted is not None and entry.report.usable and entry.report.converted_calls > 0
     return graphs
 
 
@@ -190,6 +190,18 @@ def test_unconvertible_graph_is_a_clear_torch2x_error():
     assert "torch.linalg.inv" in info.value.report.unsupported
     report = torch2x.compile_report(_Inverts().eval(), torch.randn(2, 3, 3))  # the same, without raising
     assert not report.ok and report.unsupported[0][1].op == "torch.linalg.inv"
+
+
+def test_fallback_runs_unconvertible_calls_in_pytorch_between_engines():
+    torch.manual_seed(0)
+    calls = [(torch.randn(b, 3, 3),) for b in (2, 3, 4)]
+    graphs = _compiled(_Inverts().eval(), calls, {"fallback": True})
+    # hybrid execution takes no dynamic shapes yet: Dynamo's dynamic graph converts once per batch size
+    assert len(graphs) == 2 and [len(g.entries) for g in graphs] == [1, 2]
+    assert all(e.converted.torch_calls == 1 and e.report.segments for g in graphs for e in g.entries)
+    report = torch2x.compile_report(_Inverts().eval(), *calls[0], fallback=True)
+    assert report.ok and not report.unsupported and [u.op for _, u in report.fallback] == ["torch.linalg.inv"]
+    assert "1 op(s) running in PyTorch" in str(report) and "torch.linalg.inv (in PyTorch)" in str(report)
 
 
 @torch._dynamo.disable

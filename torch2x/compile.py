@@ -33,6 +33,7 @@ import torch.fx
 from . import tracer as tracer_mod
 from .network import ConvertedNetwork, build_network
 from .report import ConversionReport, UnsupportedOperatorError, describe_value
+from .runtime import TRTModule
 from .shapes import TracedInt
 
 # options={...} keys: those of torch2x()/build_network, the keys of hybrid execution and of the engine
@@ -360,6 +361,9 @@ class CompiledGraph:
 
     def _convert(self, args: Sequence[Any], inputs: list, key: tuple) -> _Entry:
         spec, ranges, shapes = self._profile(inputs)
+        if spec and self.options.get("fallback"):
+            # hybrid execution takes no dynamic shapes yet: one static conversion per input signature
+            spec, ranges, shapes = {}, [{} for _ in inputs], [[int(d) for d in t.shape] for t in inputs]
         entry = _Entry([t.dtype for t in inputs], shapes, ranges, key, None, None, ConversionReport())
         if not inputs or not any(k == "tensor" for k, *_ in self.outputs):
             # nothing flows from an input to a tensor output: the graph computes constants (or sizes only)
@@ -384,7 +388,8 @@ class CompiledGraph:
                 if "engine_cache" in self.options:
                     options["engine_cache"] = self.options["engine_cache"]
                 trt_module = convert(module, list(inputs), **options)
-                trt_module.use_cuda_graph = bool(self.options.get("cuda_graph", False))
+                if isinstance(trt_module, TRTModule):  # (a HybridModule runs several engines and PyTorch steps)
+                    trt_module.use_cuda_graph = bool(self.options.get("cuda_graph", False))
                 entry.report, entry.trt_module = trt_module.report, trt_module
                 entry.run = lambda _a, i: trt_module(*i)
         except UnsupportedOperatorError as exc:
@@ -420,10 +425,11 @@ class CompiledGraph:
             where = self.culprits.get(op) or [", ".join(u.module_paths)]
             lines.append(f"  {op}: {u.reason}")
             lines.extend(f"      at {w}" for w in where[:3])
-        lines.append("What to do: rewrite those calls or register a converter (@torch2x.converter); or move them "
-                     "out of the compiled region (call them in a function decorated with @torch._dynamo.disable, "
-                     "so Dynamo breaks the graph there and they run in PyTorch); "
-                     "torch2x.compile_report(model, *inputs) lists every graph's unsupported calls.")
+        lines.append("What to do: options={'fallback': True} runs such calls in PyTorch between engines (hybrid "
+                     "execution); or move them out of the compiled region (call them in a function decorated with "
+                     "@torch._dynamo.disable: Dynamo breaks the graph there and they run in PyTorch); or rewrite "
+                     "them or register a converter (@torch2x.converter). torch2x.compile_report(model, *inputs) "
+                     "lists every graph's unsupported calls.")
         return "\n".join(lines) + "\n" + str(report)
 
     def note_unsupported(self, node: torch.fx.Node, before: dict, report: ConversionReport) -> None:
@@ -588,8 +594,14 @@ class CompileReport:
 
     @property
     def unsupported(self) -> list:
-        """(graph number, UnsupportedCall) for every op that could not be converted."""
-        return [(k + 1, u) for k, r in enumerate(self.reports) for u in r.unsupported.values()]
+        """(graph number, UnsupportedCall) for every op that could not be converted (and does not run in
+        PyTorch through hybrid execution)."""
+        return [(k + 1, u) for k, r in enumerate(self.reports) if not r.segments for u in r.unsupported.values()]
+
+    @property
+    def fallback(self) -> list:
+        """(graph number, UnsupportedCall) for every op that runs in PyTorch (``fallback=True``)."""
+        return [(k + 1, u) for k, r in enumerate(self.reports) if r.segments for u in r.unsupported.values()]
 
     @property
     def ok(self) -> bool:
@@ -598,6 +610,7 @@ class CompileReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "num_graphs": self.num_graphs, "num_graph_breaks": self.num_graph_breaks,
                 "converted_calls": self.converted_calls, "num_layers": self.num_layers,
+                "fallback": [{"graph": k, **u.to_dict()} for k, u in self.fallback],
                 "graphs": [{**g, **r.to_dict()} for g, r in zip(self.graphs, self.reports, strict=False)],
                 "graph_breaks": [b.to_dict() for b in self.graph_breaks]}
 
@@ -609,11 +622,13 @@ class CompileReport:
     def __str__(self) -> str:
         head = (f"torch2x compile report: {self.num_graphs} graph(s), {self.num_graph_breaks} graph break(s), "
                 f"{self.converted_calls} calls converted into {self.num_layers} layers, "
-                + ("no unsupported calls" if self.ok else f"{len(self.unsupported)} unsupported op(s)"))
-        rows = [("graph", "calls", "layers", "unsupported", "inputs", "location")]
+                + ("no unsupported calls" if self.ok else f"{len(self.unsupported)} unsupported op(s)")
+                + (f", {len(self.fallback)} op(s) running in PyTorch" if self.fallback else ""))
+        rows = [("graph", "calls", "layers", "not converted", "inputs", "location")]
         for k, (g, r) in enumerate(zip(self.graphs, self.reports, strict=False)):
             rows.append((str(k + 1), str(r.converted_calls), str(r.num_layers),
-                         ", ".join(r.unsupported) or "-", g["inputs"], g["location"]))
+                         ", ".join(op + (" (in PyTorch)" if r.segments else "") for op in r.unsupported) or "-",
+                         g["inputs"], g["location"]))
         widths = [min(60, max(len(row[i]) for row in rows)) for i in range(len(rows[0]))]
         lines = [head]
         for k, row in enumerate(rows):
@@ -626,7 +641,7 @@ class CompileReport:
                 lines.append(f"  {k + 1}. {b.location}: {b.reason}" + (f"\n       {b.code}" if b.code else ""))
         for k, r in enumerate(self.reports):
             if not r.ok:
-                lines.append(f"graph {k + 1}: {r}")
+                lines.append(f"graph {k + 1}: {r}")  # (hybrid: which calls run in PyTorch, segment by segment)
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -660,7 +675,7 @@ def compile_report(model: Callable, *inputs: Any, **options: Any) -> CompileRepo
     """
     from torch._dynamo.backends.debugging import ExplainWithBackend
 
-    parsed = _parse_options({k: v for k, v in options.items() if k not in FALLBACK_OPTIONS + ("engine_cache",)})
+    parsed = _parse_options({**{k: v for k, v in options.items() if k != "engine_cache"}, "interpret": True})
     made: list = []
 
     def recording(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
