@@ -45,16 +45,15 @@ def _ids(batch, seq):
 
 def test_resnet18_dynamic_batch_and_new_resolution():
     model = torchvision_model("resnet18", 32)
-    # batch 1 is specialized by Dynamo; batch 2 recompiles with a dynamic batch, which batch 5 reuses; a new
-    # resolution recompiles with dynamic height and width too
-    calls = [(torch.randn(b, 3, 32, 32),) for b in (1, 2, 5)] + [(torch.randn(2, 3, 48, 40),)]
-    graphs = _compiled(model, calls)
-    assert len(graphs) == 3 and [len(g.entries) for g in graphs] == [1, 1, 1]
-    assert graphs[0].entries[0].shapes == [[1, 3, 32, 32]] and graphs[0].entries[0].ranges == [{}]
-    assert list(graphs[1].entries[0].ranges[0]) == [0] and list(graphs[2].entries[0].ranges[0]) == [0, 2, 3]
-    lo, hi = graphs[1].entries[0].ranges[0][0]
-    assert lo == 2 and hi >= 5  # from Dynamo's lower bound (sizes 0 and 1 are specialized)
-    assert tuple(graphs[2].entries[0].converted.network.get_input(0).shape) == (-1, 3, -1, -1)
+    first = torch.randn(2, 3, 32, 32)
+    torch._dynamo.mark_dynamic(first, 0)  # a dynamic batch from the start (batch 5 reuses the network); a new
+    # resolution recompiles with a dynamic height and width too
+    graphs = _compiled(model, [(first,), (torch.randn(5, 3, 32, 32),), (torch.randn(2, 3, 48, 40),)])
+    assert len(graphs) == 2 and [len(g.entries) for g in graphs] == [1, 1]
+    assert [list(g.entries[0].ranges[0]) for g in graphs] == [[0], [0, 2, 3]]
+    lo, hi = graphs[0].entries[0].ranges[0][0]
+    assert lo == 2 and hi >= 5  # from Dynamo's lower bound (it specializes sizes 0 and 1)
+    assert tuple(graphs[1].entries[0].converted.network.get_input(0).shape) == (-1, 3, -1, -1)
     # 20 convolutions, 20 batch norms, 17 ReLUs, 8 residual adds, max pool, average pool, flatten, linear: the
     # same 69 calls as torch2x(resnet18); the parameters are constants named after the model's
     for g in graphs:
