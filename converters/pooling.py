@@ -113,7 +113,7 @@ def _adaptive(ctx, x, kind, n: int, out_sizes: tuple):
     # a dynamic axis pooled to size 1 is a reduction over the whole axis, whose output stays 1 at every input
     # size (a pooling window of the example's size would make the output dim dynamic too)
     dims = ctx.dims(x)[-n:]
-    whole = [i for i, (d, out) in enumerate(zip(dims, out_sizes)) if out == 1 and is_traced(d)]
+    whole = [i for i, (d, out) in enumerate(zip(dims, out_sizes, strict=True)) if out == 1 and is_traced(d)]
     if whole and len(whole) == sum(is_traced(d) for d in dims):  # (other dynamic axes keep the path below)
         x = ctx.network.add_reduce(x, reduce_op, sum(1 << (rank - n + i) for i in whole), True).get_output(0)
     in_sizes = tuple(1 if i in whole else int(d) for i, d in enumerate(dims))  # the example's (also dynamic dims)

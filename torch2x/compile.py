@@ -209,7 +209,7 @@ class CompiledGraph:
         self.outputs = self._output_template(gm)
         self.entries: list = []
         self.culprits: dict = {}  # op -> [graph node descriptions] of the newest conversion's unsupported calls
-        _LIVE.append(weakref.ref(self))
+        _LIVE[:] = [r for r in _LIVE if r() is not None] + [weakref.ref(self)]
 
     # --- the graph's placeholders ------------------------------------------------------------
     @staticmethod
