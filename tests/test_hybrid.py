@@ -263,3 +263,13 @@ def test_interpret_checks_the_number_of_inputs():
 def test_relu_through_functional_alias_is_unaffected():
     check = torch2x.build_network(Around(Fn(F.relu)), [_image()], fallback=True)
     assert isinstance(check, torch2x.ConvertedNetwork)
+
+
+def test_a_python_loop_over_a_count_made_at_run_time_is_refused_at_conversion():
+    def per_row(x):
+        rows = x[torch.nonzero(x[:, 0] > 0).squeeze(1)]
+        return torch.stack([r * i for i, r in enumerate(rows)])  # a loop over the example's count
+
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(HybridError, match=r"unbind at <root> splits a tensor along a dim counted at run time"):
+        torch2x.build_network(Fn(per_row), [x], fallback=True)

@@ -220,6 +220,14 @@ class Analysis:
                               f"PyTorch inside a saved hybrid module: {why}. What to do: call a torch function with "
                               "tensor and plain arguments there, register the function with "
                               "torch2x.tracer.traceable(name) so it has a name, or rewrite it with torch ops")
+        if qualname.rsplit(".", 1)[-1] == "unbind" and isinstance(args[0], torch.Tensor):
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            lo, hi = self.bounds_of(args[0])[dim]
+            if lo != hi:  # the Python code after it loops over the example's count of pieces
+                raise HybridError(f"{qualname} at {path or '<root>'} splits a tensor along a dim counted at run time "
+                                  f"(here {len(outputs)} pieces): the Python code around it loops over the example's "
+                                  "count. What to do: run the function holding the loop in PyTorch as one step, "
+                                  "torch2x.tracer.register_target(module, name, qualified name) with no converter")
         bounds = steps_mod.output_bounds(qualname, args, kwargs, outputs, self.bounds_of)
         record = _Record(index, qualname, path, True, steps_mod.references(step), [], step, reason,
                          tracer._example(args, kwargs))
