@@ -11,7 +11,9 @@ from .calibration import CalibrationCache
 from .check import CheckResult, check
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
+from .inspect import EngineInspection, inspect
 from .interpreter import InterpreterInputError, UnsupportedLayerError, interpret
+from .build_options import BuildOptionError, BuildOptions
 from .network import ConvertedNetwork, EngineBuildError, build_engine, build_network, report
 from .precision import PrecisionPolicy
 from .registry import Call, converter
@@ -25,5 +27,5 @@ __all__ = [
     "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "Call",
     "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
-    "UnsupportedOperatorError",
+    "UnsupportedOperatorError", "inspect", "EngineInspection", "BuildOptions", "BuildOptionError",
 ]
