@@ -80,6 +80,10 @@ class BuildOptions:
             base = cls(**options)
         else:
             raise TypeError(f"build options must be a BuildOptions or a dict, got {type(options).__name__}")
+        unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)} (build options are: "
+                            + ", ".join(f.name for f in dataclasses.fields(cls)) + ")")
         given = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != {}}
         return dataclasses.replace(base, **given) if given else base
 

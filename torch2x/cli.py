@@ -182,9 +182,20 @@ def cmd_convert(args) -> int:
     from torch2x.runtime import module_from_network
     from torch2x.structure import flatten
 
+    from torch2x import engine_cache
+
     model, inputs = load_model(args.model), _inputs(args)
     started = time.perf_counter()
-    net = _build(model, inputs, _options(args))
+    options = _options(args)
+    cache_dir = engine_cache.directory(args.engine_cache)
+    if cache_dir is not None:
+        cache_key = engine_cache.conversion_key(model, inputs, options)
+        cached = engine_cache.load(cache_dir, cache_key)
+        if cached is not None:
+            print(cached.report)
+            print(f"loaded {args.model} from the engine cache in {time.perf_counter() - started:.1f} s")
+            return _save(cached, args)
+    net = _build(model, inputs, options)
     rep = net if isinstance(net, torch2x.ConversionReport) else net.report
     print(rep)
     if not rep.ok:
@@ -201,6 +212,15 @@ def cmd_convert(args) -> int:
     engine = net.build_engine(False if args.quiet else None)
     print(f"engine built in {time.perf_counter() - started:.1f} s: {len(engine) / 2**20:.1f} MiB")
     trt_module = module_from_network(net, engine)
+    trt_module.report = rep
+    if cache_dir is not None:
+        print(f"stored in the engine cache: {engine_cache.store(cache_dir, cache_key, trt_module)}")
+    return _save(trt_module, args)
+
+
+def _save(trt_module, args) -> int:
+    import torch
+
     torch.save(trt_module.state_dict(), args.output)
     print(f"saved state dict to {args.output} (load with torch.load(path, weights_only=True))")
     if args.plan:
@@ -298,6 +318,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", required=True, help="where to save the TRTModule state dict")
             p.add_argument("--plan", help="also write the raw engine plan here, plus PLAN.json describing its I/O")
             p.add_argument("--no-check", action="store_true", help="skip the interpreter's comparison with PyTorch")
+            p.add_argument("--engine-cache", help="directory of engines built before (default: $TORCH2X_ENGINE_CACHE); "
+                           "an engine for the same weights, code, inputs and options is reused")
         if name in ("report", "inspect"):
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "inspect":

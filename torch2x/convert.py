@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence
 
+from . import engine_cache as cache_mod
+from .build_options import BuildOptions
 from .network import build_network
 from .runtime import TRTModule, module_from_network
 
@@ -13,7 +15,8 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
             keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None,
             int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
             calibration_algorithm: str = "entropy", calibration_cache: Any = None,
-            dynamic_shapes: Any = None) -> TRTModule:
+            dynamic_shapes: Any = None, build_options: Any = None, engine_cache: Optional[str] = None,
+            **build_option_fields: Any) -> TRTModule:
     """Convert ``module`` (called as ``module(*inputs)``) into a TensorRT engine wrapped in a TRTModule.
 
     Example::
@@ -26,13 +29,32 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
     engine-build progress (default: only on a terminal). ``int8``, ``calibration_data``,
     ``calibration_algorithm`` and ``calibration_cache``: INT8 by explicit quantization, see
     :func:`torch2x.build_network`. ``dynamic_shapes``: input ranges and optimization profiles, likewise.
+
+    Build options: ``build_options`` (a :class:`~torch2x.build_options.BuildOptions` or a dict) and/or its
+    fields as keywords (``optimization_level=5``, ``strip_weights=True``, ``compute_capabilities=["8.9"]``,
+    ``builder_options={"TF32": False}``...); one this TensorRT lacks is refused by name.
+    ``engine_cache="dir"`` (default ``$TORCH2X_ENGINE_CACHE``) reuses an engine built before for the same
+    weights, code, inputs and options (see :mod:`torch2x.engine_cache`); ``model_trt.report.engine_cache``
+    says whether it came from the cache.
     """
-    converted = build_network(module, inputs, fp16=fp16, bf16=bf16, input_names=input_names,
-                              output_names=output_names, max_workspace_size=max_workspace_size,
-                              strict=strict, keep_fp32=keep_fp32, progress=progress, int8=int8, dynamic_shapes=dynamic_shapes,
-                              calibration_data=calibration_data, calibration_algorithm=calibration_algorithm,
-                              calibration_cache=calibration_cache)
+    options = BuildOptions.of(build_options, **build_option_fields)
+    conversion = dict(fp16=fp16, bf16=bf16, input_names=input_names, output_names=output_names,
+                      max_workspace_size=max_workspace_size, strict=strict, keep_fp32=keep_fp32, int8=int8,
+                      calibration_algorithm=calibration_algorithm, calibration_cache=calibration_cache,
+                      dynamic_shapes=dynamic_shapes, build_options=options)
+    cache_dir, cache_key = cache_mod.directory(engine_cache), None
+    if cache_dir is not None:
+        if calibration_data is not None:
+            calibration_data = list(calibration_data)  # hashed for the key, then read by the calibration
+        cache_key = cache_mod.conversion_key(module, inputs, {**conversion, "calibration_data": calibration_data})
+        cached = cache_mod.load(cache_dir, cache_key)
+        if cached is not None:
+            return cached
+    converted = build_network(module, inputs, progress=progress, calibration_data=calibration_data, **conversion)
     engine = converted.build_engine(progress)
     trt_module = module_from_network(converted, engine)
     trt_module.report = converted.report
+    if cache_dir is not None:
+        path = cache_mod.store(cache_dir, cache_key, trt_module)
+        trt_module.report.engine_cache = f"engine built and stored in the cache ({path})"
     return trt_module
