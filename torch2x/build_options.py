@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from . import flavour
 from .flavour import trt
@@ -42,15 +43,15 @@ class BuildOptions:
       (``{"avg_timing_iterations": 4}``) or a ``BuilderFlag`` name with True/False (``{"TF32": False}``).
     """
 
-    optimization_level: Optional[int] = None
-    timing_cache: Optional[str] = None
+    optimization_level: int | None = None
+    timing_cache: str | None = None
     strip_weights: bool = False
     refittable: bool = False
     weight_streaming: bool = False
     version_compatible: bool = False
-    hardware_compatibility: Optional[str] = None
-    compute_capabilities: Optional[Sequence[str]] = None
-    max_aux_streams: Optional[int] = None
+    hardware_compatibility: str | None = None
+    compute_capabilities: Sequence[str] | None = None
+    max_aux_streams: int | None = None
     builder_options: dict = field(default_factory=dict)
 
     def is_default(self) -> bool:
@@ -66,7 +67,7 @@ class BuildOptions:
         return out
 
     @classmethod
-    def of(cls, options: Any = None, **kwargs: Any) -> "BuildOptions":
+    def of(cls, options: Any = None, **kwargs: Any) -> BuildOptions:
         """``options`` (a BuildOptions, a dict or None) with ``kwargs`` that are not None over it."""
         if options is None:
             base = cls()
@@ -88,7 +89,7 @@ class BuildOptions:
         return dataclasses.replace(base, **given) if given else base
 
 
-def _flag(name: str) -> "trt.BuilderFlag":
+def _flag(name: str) -> trt.BuilderFlag:
     return getattr(trt.BuilderFlag, name)
 
 
@@ -103,7 +104,7 @@ def check(options: BuildOptions) -> None:
         _builder_option(name, value)
 
 
-def configure(config: "trt.IBuilderConfig", options: BuildOptions) -> None:
+def configure(config: trt.IBuilderConfig, options: BuildOptions) -> None:
     """Set ``options`` on ``config``; raises :class:`BuildOptionError` naming an option this flavour lacks."""
     check(options)
     if options.optimization_level is not None:
@@ -147,7 +148,7 @@ def configure(config: "trt.IBuilderConfig", options: BuildOptions) -> None:
         _set_builder_option(config, name, value)
 
 
-def _builder_option(name: str, value: Any) -> Optional["trt.BuilderFlag"]:
+def _builder_option(name: str, value: Any) -> trt.BuilderFlag | None:
     """The BuilderFlag ``name`` is (None for a settable IBuilderConfig attribute); refuses anything else."""
     if name in trt.BuilderFlag.__members__:
         if not isinstance(value, bool):
@@ -163,7 +164,7 @@ def _builder_option(name: str, value: Any) -> Optional["trt.BuilderFlag"]:
     return None
 
 
-def _set_builder_option(config: "trt.IBuilderConfig", name: str, value: Any) -> None:
+def _set_builder_option(config: trt.IBuilderConfig, name: str, value: Any) -> None:
     flag = _builder_option(name, value)
     if flag is not None:
         (config.set_flag if value else config.clear_flag)(flag)
@@ -174,7 +175,7 @@ def _set_builder_option(config: "trt.IBuilderConfig", name: str, value: Any) -> 
         raise BuildOptionError(f"builder_options[{name!r}]={value!r}: {exc}") from None
 
 
-def save_timing_cache(config: "trt.IBuilderConfig", options: BuildOptions) -> None:
+def save_timing_cache(config: trt.IBuilderConfig, options: BuildOptions) -> None:
     """Write the config's timing cache back to ``options.timing_cache`` after a build (a no-op without one)."""
     if not options.timing_cache:
         return

@@ -29,7 +29,8 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 
@@ -43,7 +44,7 @@ _SUFFIX = ".torch2x-engine"
 ENV = "TORCH2X_ENGINE_CACHE"
 
 
-def directory(engine_cache: Optional[str]) -> Optional[str]:
+def directory(engine_cache: str | None) -> str | None:
     """The cache directory: ``engine_cache``, else ``$TORCH2X_ENGINE_CACHE``, else None (no cache)."""
     path = engine_cache or os.environ.get(ENV, "").strip() or None
     if path is not None:
@@ -51,14 +52,14 @@ def directory(engine_cache: Optional[str]) -> Optional[str]:
     return path
 
 
-def _tensor_digest(h: "hashlib._Hash", t: torch.Tensor) -> None:
+def _tensor_digest(h: hashlib._Hash, t: torch.Tensor) -> None:
     t = t.detach().cpu().contiguous()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
     if t.numel():
         h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _file_digest(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -133,7 +134,7 @@ def _path(cache_dir: str, cache_key: str) -> str:
     return os.path.join(cache_dir, cache_key + _SUFFIX)
 
 
-def load(cache_dir: str, cache_key: str) -> Optional[Any]:
+def load(cache_dir: str, cache_key: str) -> Any | None:
     """The TRTModule stored under ``cache_key`` (its ``.report`` marked as from the cache), or None when
     there is none or the entry cannot be trusted (then it is rebuilt; the reason goes to the log)."""
     from .runtime import TRTModule

@@ -26,8 +26,9 @@ import math
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 from . import flavour
 from .build_options import BuildOptions
@@ -87,7 +88,7 @@ class TensorInfo:
     shape: list
     dtype: str
     format: str = ""
-    strides: Optional[list] = None
+    strides: list | None = None
 
     @property
     def bytes(self) -> int:
@@ -96,7 +97,7 @@ class TensorInfo:
         if any(d < 0 for d in self.shape):
             return 0
         if self.strides and len(self.strides) == len(self.shape) and all(d > 0 for d in self.shape):
-            elements = max([s * d for s, d in zip(self.strides, self.shape)] or [1])
+            elements = max([s * d for s, d in zip(self.strides, self.shape, strict=True)] or [1])
         else:
             elements = math.prod(self.shape)
         return int(math.ceil(elements * dtype_bytes(self.dtype)))
@@ -145,7 +146,7 @@ class Kernel:
                 "time_us_estimate": round(self.time_us, 3)}
 
 
-def module_path(call: str) -> Optional[str]:
+def module_path(call: str) -> str | None:
     """``layer1.0.conv1`` for the call or layer name ``layer1.0.conv1/conv2d`` (``.1`` suffixes and all);
     the ONNX parser's ``[ONNX Layer: /layer1/layer1.0/conv1/Conv]`` gives ``/layer1/layer1.0/conv1``; None for
     names that are not a call's (weights, ``input``)."""
@@ -180,7 +181,7 @@ class EngineInspection:
                 "time_is_estimate": "roofline: launch + max(bytes / bandwidth, flops / peak), not a measurement",
                 "kernels": [k.to_dict() for k in self.kernels], "by_kind": self.by_kind(), "total": self.totals()}
 
-    def to_json(self, indent: Optional[int] = 2) -> str:
+    def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     def __str__(self) -> str:
@@ -192,7 +193,7 @@ class EngineInspection:
             rows.append((str(k.index), k.kind, f"{k.time_us:.1f}", f"{k.bytes_read / 1e3:.1f}",
                          f"{k.bytes_written / 1e3:.1f}", shape, paths[:80]))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.rjust(w) if i in (0, 2, 3, 4) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        lines = ["  ".join(c.rjust(w) if i in (0, 2, 3, 4) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
                  .rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
@@ -283,7 +284,7 @@ def _tensors(text: str) -> list:
     return tensors
 
 
-def parse_layer_record(line: str) -> Optional[dict]:
+def parse_layer_record(line: str) -> dict | None:
     """One engine layer record (``Name: ..., LayerType: ..., ...``) as a dict with ``name``, ``kind``,
     ``inputs``, ``constants``, ``outputs`` (TensorInfo lists), ``tactic``, ``stream``, ``metadata`` (list of
     network layer names); None for a line that is not one."""
@@ -324,20 +325,21 @@ def parse_inspector_json(text: str) -> list:
         if kind.lower() in _SYNC_KINDS:
             continue
 
-        def tensors(key: str) -> list:
-            out = []
-            for t in layer.get(key, []) or []:
-                dtype = str(t.get("Datatype", t.get("Format/Datatype", "")))
-                out.append(TensorInfo(str(t.get("Name", "")), [int(d) for d in t.get("Dimensions", [])], dtype,
-                                      str(t.get("Format", t.get("Format/Datatype", ""))), t.get("Strides")))
-            return out
-
-        records.append({"name": str(layer.get("Name", "")), "kind": kind, "inputs": tensors("Inputs"),
-                        "constants": tensors("Constants"), "outputs": tensors("Outputs"),
+        records.append({"name": str(layer.get("Name", "")), "kind": kind, "inputs": _json_tensors(layer, "Inputs"),
+                        "constants": _json_tensors(layer, "Constants"), "outputs": _json_tensors(layer, "Outputs"),
                         "tactic": str(layer.get("TacticName", layer.get("TacticValue", ""))),
                         "stream": int(layer.get("StreamId", 0) or 0),
                         "metadata": [m for m in str(layer.get("Metadata", "")).split(_METADATA_SEPARATOR) if m]})
     return records
+
+
+def _json_tensors(layer: dict, key: str) -> list:
+    out = []
+    for t in layer.get(key, []) or []:
+        dtype = str(t.get("Datatype", t.get("Format/Datatype", "")))
+        out.append(TensorInfo(str(t.get("Name", "")), [int(d) for d in t.get("Dimensions", [])], dtype,
+                              str(t.get("Format", t.get("Format/Datatype", ""))), t.get("Strides")))
+    return out
 
 
 # --- FLOPs and time --------------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def roofline_us(gpu: GPU, nbytes: int, flops: int, compute_type: str) -> float:
     return gpu.launch_us + max(memory, compute)
 
 
-def kernels_from_records(records: list, gpu: GPU, absorbed: Optional[dict] = None) -> list:
+def kernels_from_records(records: list, gpu: GPU, absorbed: dict | None = None) -> list:
     """Kernel rows from parsed records: calls from the metadata (plus ``absorbed`` calls, keyed by the layer
     that computes them), FLOPs and the roofline time on ``gpu``."""
     absorbed = absorbed or {}
@@ -408,9 +410,9 @@ def gpu_named(name: Any) -> GPU:
 
 
 # --- building with the engine graph in the log ---------------------------------------------------------
-def inspect_build(builder: "trt.Builder", network: "trt.INetworkDefinition", *, gpu: Any = "RTX 4090",
-                  profiles: Optional[list] = None, max_workspace_size: Optional[int] = None,
-                  options: Any = None, absorbed: Optional[dict] = None) -> EngineInspection:
+def inspect_build(builder: trt.Builder, network: trt.INetworkDefinition, *, gpu: Any = "RTX 4090",
+                  profiles: list | None = None, max_workspace_size: int | None = None,
+                  options: Any = None, absorbed: dict | None = None) -> EngineInspection:
     """Build ``network`` (any network: ours or the ONNX parser's) and return its engine graph.
 
     The builder must log to torch2x's logger (``trt.Builder(torch2x.trt_logging.LOGGER)``): on TensorRT-RTX

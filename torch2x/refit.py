@@ -22,7 +22,7 @@ _ROLES = {  # layer type -> (WeightsRole, attribute) of the weights its layer ho
 }
 
 
-def network_weights(network: "trt.INetworkDefinition") -> dict:
+def network_weights(network: trt.INetworkDefinition) -> dict:
     """``{(layer name, WeightsRole): numpy array}`` for every weight a network's layers hold. Example::
 
         weights = network_weights(torch2x.build_network(model, [x]).network)
@@ -42,7 +42,7 @@ def network_weights(network: "trt.INetworkDefinition") -> dict:
     return out
 
 
-def refit_engine(engine: "trt.ICudaEngine", weights: dict, logger: Any) -> None:  # pragma: no cover -- needs a GPU
+def refit_engine(engine: trt.ICudaEngine, weights: dict, logger: Any) -> None:  # pragma: no cover -- needs a GPU
     """Set every weight the engine asks for (``Refitter.get_all``) from ``weights`` and refit it.
 
     Raises RuntimeError naming a weight the engine wants that ``weights`` lacks, or TensorRT's refusal.
@@ -50,7 +50,7 @@ def refit_engine(engine: "trt.ICudaEngine", weights: dict, logger: Any) -> None:
     refitter = trt.Refitter(engine, logger)
     kept = []  # TensorRT reads the arrays during refit_cuda_engine: keep them alive until then
     names, roles = refitter.get_all()
-    for name, role in zip(names, roles):
+    for name, role in zip(names, roles, strict=True):
         array = weights.get((name, role))
         if array is None:
             raise RuntimeError(f"the engine asks for the {role.name.lower()} weights of layer {name!r}, which the "
