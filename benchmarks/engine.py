@@ -13,7 +13,6 @@ the flavour's OnnxParser; same builder, same flags, same input), plus the roofli
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -95,8 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
     logging.getLogger("torch2x.tensorrt").setLevel(logging.ERROR)  # the ONNX parser's warnings
-    names = args.models or (zoo.torchvision.models.list_models(module=zoo.torchvision.models) + zoo.SEGMENTATION
-                            + zoo.TRANSFORMERS)
+    names = args.models or zoo.all_names()
     torch.set_grad_enabled(False)
     print(f"{'model':30s} {'torch2x: kernels':>16} {'MB':>5} {'est ms':>8} | ONNX route: kernels, MB, est ms"
           + ("" if args.no_cache else "  | first conversion -> from the cache"))
@@ -114,9 +112,7 @@ def main(argv=None) -> int:
     print(f"engine: torch2x {k} kernels ({100 * k / max(1, ok):.0f}% of ONNX route's {ok}), {b / 1e6:.0f} MB moved "
           f"({100 * b / max(1, ob):.0f}% of {ob / 1e6:.0f} MB); no more kernels on {fewer}/{len(both)} models"
           + (f"; cache: second conversion {speedup:.0f}x faster in total, at least {worst:.0f}x" if cached else ""))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
+    zoo.write_json(args.json, rows)
     return 0
 
 
