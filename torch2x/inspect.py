@@ -207,6 +207,9 @@ class EngineInspection:
                      f"{t['gflops']:.2f} GFLOP, estimated {t['time_us_estimate'] / 1e3:.3f} ms on {self.gpu.name} "
                      f"(roofline estimate: {self.gpu.bandwidth_gbs:g} GB/s, {self.gpu.launch_us:g} us per launch"
                      f"{'; ' + self.gpu.note if self.gpu.note else ''})")
+        if t["dynamic_tensors_not_counted"]:
+            lines.append(f"note: {t['dynamic_tensors_not_counted']} tensors have dynamic dims (-1) and count as 0 bytes "
+                         "and FLOPs: inspect a conversion without dynamic_shapes for the sizes that matter")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -215,8 +218,10 @@ class EngineInspection:
 def _totals(kernels: Sequence[Kernel]) -> dict:
     read = sum(k.bytes_read for k in kernels)
     written = sum(k.bytes_written for k in kernels)
+    dynamic = sum(any(d < 0 for d in t.shape) for k in kernels for t in k.inputs + k.constants + k.outputs)
     return {"kernels": len(kernels), "bytes_read": read, "bytes_written": written, "bytes": read + written,
-            "gflops": sum(k.flops for k in kernels) / 1e9, "time_us_estimate": sum(k.time_us for k in kernels)}
+            "gflops": sum(k.flops for k in kernels) / 1e9, "time_us_estimate": sum(k.time_us for k in kernels),
+            "dynamic_tensors_not_counted": dynamic}
 
 
 def _short_dtype(dtype: str) -> str:
