@@ -126,6 +126,27 @@ def test_build_options_reach_the_builder_config():
             trt.ComputeCapability.SM89, trt.ComputeCapability.SM120]
 
 
+class Branches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(16, 64, 3, padding=1), nn.Conv2d(16, 64, 5, padding=2), nn.Conv2d(16, 64, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x), self.c(x)], 1)
+
+
+@rtx_only
+def test_max_aux_streams_shows_in_the_engine_graph():
+    """Three independent convolutions run on auxiliary streams by default; max_aux_streams=0 keeps one stream."""
+    torch.manual_seed(0)
+    net = torch2x.build_network(Branches().eval(), [torch.randn(1, 16, 56, 56)])
+    default, single = net.inspect(), net.inspect(options={"max_aux_streams": 0})
+    assert len({k.stream for k in default.kernels}) > 1
+    assert {k.stream for k in single.kernels} == {0}
+    assert single.totals()["kernels"] == default.totals()["kernels"]  # signal/wait entries are not kernels
+    assert sorted(p for k in single.kernels if k.kind == "correlation" for p in k.module_paths) == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize("options, message", [
     ({"builder_options": {"NOT_A_FLAG": True}}, "'NOT_A_FLAG', which is neither an IBuilderConfig attribute"),
     ({"builder_options": {"num_optimization_profiles": 2}}, "IBuilderConfig.num_optimization_profiles is read-only"),
