@@ -11,6 +11,7 @@ from .calibration import CalibrationCache
 from .check import CheckResult, check
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
+from .hybrid import HybridError, HybridModule, HybridNetwork
 from .inspect import EngineInspection, inspect
 from .interpreter import InterpreterInputError, UnsupportedLayerError, interpret
 from .build_options import BuildOptionError, BuildOptions
@@ -27,5 +28,6 @@ __all__ = [
     "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "Call",
     "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
-    "UnsupportedOperatorError", "inspect", "EngineInspection", "BuildOptions", "BuildOptionError",
+    "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",
+    "inspect", "EngineInspection", "BuildOptions", "BuildOptionError",
 ]

@@ -488,6 +488,10 @@ def inspect(module: Any, inputs: Sequence[Any], *, gpu: Any = "RTX 4090", **opti
         info = torch2x.inspect(torchvision.models.resnet18().eval(), [torch.randn(1, 3, 224, 224)])
         print(info.totals()["kernels"], info.by_kind())
     """
-    from .network import build_network
+    from .network import ConvertedNetwork, build_network
 
-    return inspect_network(build_network(module, inputs, **options), gpu=gpu)
+    converted = build_network(module, inputs, **options)
+    if not isinstance(converted, ConvertedNetwork):  # a hybrid conversion (fallback=True): one engine per segment
+        raise ValueError("torch2x.inspect shows one engine; this hybrid conversion has several: inspect each with "
+                         "build_network(..., fallback=True).segments[i].inspect()")
+    return inspect_network(converted, gpu=gpu)
