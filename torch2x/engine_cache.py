@@ -24,7 +24,6 @@ accidental damage at 3x the speed of SHA-256, which matters for a 350 MB engine;
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -61,13 +60,18 @@ def _tensor_digest(h: hashlib._Hash, t: torch.Tensor) -> None:
         h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
 
 
-@functools.cache
+_DIGESTS: dict = {}  # (path, mtime, size) -> SHA-256 of the file: source files are read once while unchanged
+
+
 def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    stat = os.stat(path)
+    memo = (path, stat.st_mtime_ns, stat.st_size)
+    if memo not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[memo] = hashlib.sha256(f.read()).hexdigest()
+    return _DIGESTS[memo]
 
 
-@functools.lru_cache(maxsize=1)
 def _torch2x_digest() -> str:
     """Every ``.py`` file of the torch2x package (converters and plugins too: they may be symlinks)."""
     root = os.path.dirname(os.path.abspath(__file__))
@@ -188,7 +192,7 @@ def store(cache_dir: str, cache_key: str, trt_module: Any) -> str:
 def file_or_value(value: Any) -> Any:
     """A path to an existing file as its content digest (a calibration cache), anything else as is."""
     if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
-        return {"file": _file_digest.__wrapped__(os.fspath(value))}  # not memoized: the file may change
+        return {"file": _file_digest(os.fspath(value))}
     return value
 
 
