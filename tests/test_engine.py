@@ -221,20 +221,21 @@ def test_engine_cache_hits_misses_and_rebuilds(tmp_path, caplog):
 def test_engine_cache_refuses_foreign_and_altered_entries(tmp_path, monkeypatch):
     model, x = _block(), torch.randn(1, 3, 16, 16)
     monkeypatch.setenv(engine_cache.ENV, str(tmp_path))  # the environment variable alone turns the cache on
-    torch2x.torch2x(model, [x])
+    built = torch2x.torch2x(model, [x])
     (path,) = tmp_path.glob("*.torch2x-engine")
     key = path.name.split(".")[0]
-    entry = torch.load(path, weights_only=True)
-    for change in ({"flavour": "tensorrt" if flavour.IS_RTX else "tensorrt_rtx"}, {"version": "0.0"}, {"key": "0" * 64}):
-        torch.save({**entry, **change}, path)
+    header, engine = engine_cache.read_entry(str(path))
+    for change in ({"flavour": "tensorrt" if flavour.IS_RTX else "tensorrt_rtx"}, {"version": "0.0"}, {"key": "0" * 64},
+                   {"format": 0}):
+        engine_cache.write_entry(str(path), {**header, **change}, engine)
         assert engine_cache.load(str(tmp_path), key) is None, change
-    altered = dict(entry, state_dict=dict(entry["state_dict"]))
-    altered["state_dict"]["engine"] = entry["state_dict"]["engine"].clone()
-    altered["state_dict"]["engine"][-1] ^= 1
-    torch.save(altered, path)
+    engine_cache.write_entry(str(path), header, engine[:-1] + bytes([engine[-1] ^ 1]))  # one bit flipped
     assert engine_cache.load(str(tmp_path), key) is None
-    torch.save(entry, path)
-    assert engine_cache.load(str(tmp_path), key) is not None
+    path.write_bytes(b"not an entry")
+    assert engine_cache.load(str(tmp_path), key) is None
+    engine_cache.write_entry(str(path), header, engine)
+    loaded = engine_cache.load(str(tmp_path), key)
+    assert loaded.engine_bytes == built.engine_bytes and loaded.meta == built.meta
 
 
 def test_engine_cache_key_sees_the_model_code(tmp_path, monkeypatch):

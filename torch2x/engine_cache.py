@@ -16,11 +16,12 @@ flag, a function defined in another file, monkey-patching), and input *values* t
 flow. Clear the directory after changing such things. Hashing the built network instead would see all of
 it, but would only save the engine build, not the conversion.
 
-Each entry is one file ``<key>.torch2x-engine`` (a ``torch.save`` of the TRTModule state dict plus the key,
-flavour, version, the engine's CRC-32 and the conversion report), loaded with ``weights_only=True``. An
-entry that does not load (a truncated file), is for another key, flavour or version, or whose engine bytes
-do not match their checksum (an altered file) is rebuilt and overwritten, never used. (CRC-32 detects
-accidental damage at 3x the speed of SHA-256, which matters for a 350 MB engine; the key stays SHA-256.)
+Each entry is one file ``<key>.torch2x-engine``: a JSON header (key, flavour, version, the engine's size and
+CRC-32, the TRTModule's I/O description and the conversion report) followed by the raw plan; nothing in it
+is unpickled. An entry that does not parse, is for another key, flavour or version, is shorter than its
+header says (truncated) or whose engine does not match its checksum (altered) is rebuilt and overwritten,
+never used. (CRC-32 detects accidental damage at 3x the speed of SHA-256, which matters for a 350 MB engine;
+the key stays SHA-256.)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import logging
 import os
 import tempfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from collections.abc import Sequence
 
@@ -40,7 +42,7 @@ from .report import ConversionReport
 from .structure import flatten
 
 log = logging.getLogger("torch2x.engine_cache")
-_FORMAT = 1
+_FORMAT = 2
 _SUFFIX = ".torch2x-engine"
 ENV = "TORCH2X_ENGINE_CACHE"
 
@@ -130,14 +132,46 @@ def key(module: Any, inputs: Sequence[Any], options: dict) -> str:
     h.update(json.dumps(header, sort_keys=True).encode())
     if isinstance(module, torch.nn.Module):
         h.update(repr(module).encode())
-        for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
-            h.update(name.encode())
-            _tensor_digest(h, t)
+        named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+        # one digest per tensor, on a few threads (hashlib releases the GIL): hundreds of MB of weights
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            digests = list(pool.map(_canonical, [t for _, t in named]))
+        for (name, _), digest in zip(named, digests, strict=True):
+            h.update(f"{name}:{digest['tensor']}".encode())
     return h.hexdigest()
 
 
 def _path(cache_dir: str, cache_key: str) -> str:
     return os.path.join(cache_dir, cache_key + _SUFFIX)
+
+
+_MAGIC = b"TORCH2X-ENGINE-CACHE\n"
+
+
+def read_entry(path: str) -> tuple:
+    """``(header dict, engine bytes)`` of a cache file: the magic line, an 8-byte header length, the header
+    as JSON, then the raw plan (read in one piece: no copy of a 350 MB engine on the way)."""
+    with open(path, "rb") as f:
+        if f.read(len(_MAGIC)) != _MAGIC:
+            raise ValueError("no torch2x engine cache header")
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size).decode("utf-8"))
+        return header, f.read()
+
+
+def write_entry(path: str, header: dict, engine: bytes) -> None:
+    """Write a cache file atomically (to a temporary file, then renamed: a reader never sees half of one)."""
+    data = json.dumps(header).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + len(data).to_bytes(8, "little") + data)
+            f.write(engine)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load(cache_dir: str, cache_key: str) -> Any | None:
@@ -149,43 +183,33 @@ def load(cache_dir: str, cache_key: str) -> Any | None:
     if not os.path.exists(path):
         return None
     try:
-        entry = torch.load(path, weights_only=True, mmap=True)  # mmap: the engine is read once, by the hash
-        problem = ("not a torch2x engine cache entry" if not isinstance(entry, dict) or entry.get("format") != _FORMAT
-                   else "for another key" if entry.get("key") != cache_key
-                   else f"built with {entry.get('flavour')} {entry.get('version')}"
-                   if (entry.get("flavour"), entry.get("version")) != (flavour.NAME, flavour.VERSION) else "")
-        if not problem:
-            engine = entry["state_dict"]["engine"]
-            if zlib.crc32(engine.numpy()) != entry.get("engine_crc32"):
-                problem = "engine bytes do not match their checksum"
+        header, engine = read_entry(path)
+        problem = ("not a torch2x engine cache entry" if header.get("format") != _FORMAT
+                   else "for another key" if header.get("key") != cache_key
+                   else f"built with {header.get('flavour')} {header.get('version')}"
+                   if (header.get("flavour"), header.get("version")) != (flavour.NAME, flavour.VERSION)
+                   else "truncated" if len(engine) != header.get("engine_size")
+                   else "altered: its engine does not match its checksum"
+                   if zlib.crc32(engine) != header.get("engine_crc32") else "")
     except Exception as exc:  # noqa: BLE001 -- a truncated or foreign file: any failure means rebuild
         problem = f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
     if problem:
         log.warning("engine cache entry %s is %s: rebuilding it", path, problem)
         return None
-    trt_module = TRTModule()
-    trt_module.load_state_dict(entry["state_dict"])
-    trt_module.report = ConversionReport.from_dict(entry.get("report") or {})
+    trt_module = TRTModule(engine, **header["meta"])
+    trt_module.report = ConversionReport.from_dict(header.get("report") or {})
     trt_module.report.engine_cache = f"engine from the cache ({path})"
     return trt_module
 
 
 def store(cache_dir: str, cache_key: str, trt_module: Any) -> str:
-    """Write ``trt_module`` under ``cache_key`` atomically (a reader never sees half a file); returns the path."""
-    state = trt_module.state_dict()
-    entry = {"format": _FORMAT, "key": cache_key, "flavour": flavour.NAME, "version": flavour.VERSION,
-             "engine_crc32": zlib.crc32(state["engine"].numpy()),
-             "state_dict": state, "report": trt_module.report.to_dict() if getattr(trt_module, "report", None) else {}}
+    """Write ``trt_module`` (its engine, I/O description and report) under ``cache_key``; returns the path."""
+    engine = bytes(trt_module.engine_bytes)
+    header = {"format": _FORMAT, "key": cache_key, "flavour": flavour.NAME, "version": flavour.VERSION,
+              "engine_size": len(engine), "engine_crc32": zlib.crc32(engine), "meta": trt_module.meta,
+              "report": trt_module.report.to_dict() if getattr(trt_module, "report", None) else {}}
     path = _path(cache_dir, cache_key)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(entry, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_entry(path, header, engine)
     return path
 
 
