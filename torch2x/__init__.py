@@ -9,6 +9,7 @@ The whole public API is imported here.
 from . import flavour  # noqa: F401  (fails early with an ImportError naming the extra to install)
 from .calibration import CalibrationCache
 from .check import CheckResult, check
+from .compile import CompileReport, GraphConversionError, compile_report
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
 from .hybrid import HybridError, HybridModule, HybridNetwork
@@ -29,5 +30,6 @@ __all__ = [
     "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
     "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",
+    "compile_report", "CompileReport", "GraphConversionError",
     "inspect", "EngineInspection", "BuildOptions", "BuildOptionError",
 ]

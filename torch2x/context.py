@@ -90,6 +90,9 @@ class ConversionContext:
         self._call_layers = 0
         self.quantizer: Any = None  # a torch2x.quantization.Quantizer in an int8 conversion
         self.absorbed: dict[str, list] = {}  # layer name -> calls that added no layer, computed by that layer
+        # Sizes may be anything from 0 up at run time (hybrid execution: counts made by PyTorch steps), so
+        # converters must not assume a fixed bound stays inside a dynamic dim as it does in the example.
+        self.exact_sizes = False
 
     # --- naming -------------------------------------------------------------------
     def begin_call(self, module_path: str, op: str) -> None:
@@ -478,7 +481,8 @@ class ConversionContext:
                                    trt.ElementWiseOperation.SUB)
         else:
             op = {"add": trt.ElementWiseOperation.SUM, "sub": trt.ElementWiseOperation.SUB,
-                  "mul": trt.ElementWiseOperation.PROD, "floordiv": trt.ElementWiseOperation.FLOOR_DIV}[kind]
+                  "mul": trt.ElementWiseOperation.PROD, "floordiv": trt.ElementWiseOperation.FLOOR_DIV,
+                  "min": trt.ElementWiseOperation.MIN, "max": trt.ElementWiseOperation.MAX}[kind]
             out = self.elementwise(self.shape_value(a), self.shape_value(b), op)
         self._constants[key] = (size, out)
         return out
@@ -522,6 +526,9 @@ class ConversionContext:
         unknown = [i for i, s in enumerate(out) if isinstance(s, TracedInt) or s == -1]
         if len(unknown) == 1:
             out[unknown[0]] = -1
+        elif -1 in out:  # TensorRT infers one -1 only when nothing else is computed: compute it too
+            i = out.index(-1)
+            out[i] = math.prod(self.dims(itensor)) // math.prod(s for j, s in enumerate(shape) if j != i)
         return tuple(out)
 
     def _dynamic_target(self, itensor: "trt.ITensor", shape: tuple) -> tuple:

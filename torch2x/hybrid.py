@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from . import steps as steps_mod
-from .context import ConversionContext
+from .context import ConversionContext, ConversionError
 from .dtypes import to_trt
 from .report import ConversionReport
 from .shapes import TracedInt
@@ -94,6 +94,7 @@ class Analysis:
         self._names: dict[str, int] = {}  # network tensor name -> value id (sizes read from it)
         self.encoder = steps_mod.Encoder(self.ref_of, self._names.get)
         self.fallbacks = 0
+        ctx.exact_sizes = True
         for t in inputs:
             vid = self._new_value(t, None, [(s, s) for s in t.shape])
             self._names[ctx.lookup(t).name] = vid
@@ -178,6 +179,22 @@ class Analysis:
             except AttributeError:
                 pass
         return any(path == m or path.startswith(m + ".") or m in classes for m in self.modules)
+
+    def check_output(self, traced: list, args: tuple, kwargs: dict, t: torch.Tensor, shape: tuple) -> None:
+        """Refuse a converted output that keeps fixed a size its inputs vary in (there is no probe pass at
+        other sizes for data-dependent counts): an output dim equal to a dynamic input dim's example size, and
+        to no fixed one, was most likely copied from the example. The call then runs in PyTorch."""
+        from .tracer import leaves
+
+        varying, fixed = set(), set()
+        for x in traced:
+            for d in self.ctx.dims(x):
+                (varying if isinstance(d, TracedInt) else fixed).add(int(d))
+        varying.update(int(v) for v in leaves((args, kwargs)) if isinstance(v, TracedInt))
+        frozen = [int(s) for d, s in zip(shape, t.shape) if d >= 0 and int(s) in varying - fixed and int(s) > 1]
+        if frozen:
+            raise ConversionError(f"cannot handle a dynamic dimension: the output keeps sizes {frozen} fixed that "
+                                  "vary with its inputs at run time")
 
     def converted(self, tracer: Any, index: int, qualname: str, args: tuple, kwargs: dict, outputs: list) -> None:
         reads = self._reads(args, kwargs)
@@ -282,6 +299,9 @@ class SegmentPass:
         self._refs: dict[int, tuple] = {id(t): (t, vid) for vid, t in enumerate(inputs)}
         self.wanted = set(wanted)
         self.inputs: list[int] = []  # value ids, in network input order
+        # what this segment's calls read, tensors and sizes (a size read for another segment binds nothing)
+        self.needed = {v for r in analysis.records.values() if not r.torch and r.segment == k for v in r.reads}
+        ctx.exact_sizes = True
         self.captured: dict[int, Any] = {}  # value id -> its network tensor right after it was made
 
     def _ref(self, t: Any) -> Optional[int]:
@@ -301,10 +321,12 @@ class SegmentPass:
         self.ctx.bind(t, self.ctx.cast(itensor, self.ctx.dtype_for(t.dtype)))
         self.inputs.append(vid)
 
+    def check_output(self, traced: list, args: tuple, kwargs: dict, t: torch.Tensor, shape: tuple) -> None:
+        pass  # (checked in the analysis pass)
+
     def size_read(self, tracer: Any, t: Any) -> None:
         vid = self._ref(t)
-        if (vid is not None and not self.ctx.has(t) and self._ready(vid)
-                and any(lo != hi for lo, hi in self.analysis.values[vid].bounds)):
+        if vid in self.needed and not self.ctx.has(t) and any(lo != hi for lo, hi in self.analysis.values[vid].bounds):
             self._bind_input(t, vid)  # a size that varies at run time must be read from the tensor
 
     def skip(self, tracer: Any, index: int, qualname: str, args: tuple, kwargs: dict, out: Any) -> bool:
@@ -523,6 +545,10 @@ def _check_program(program: Any, constants: int, engines: int) -> list:
             if not isinstance(step.get("fn"), str):
                 raise bad(f"step {i} has no function name")
             targets.append(steps_mod.resolve(step["fn"]))
+            for name in steps_mod.classes([step.get("args"), step.get("kwargs")]):
+                if steps_mod._plain(name) is None:
+                    raise steps_mod.StepError(f"step {i} builds an object of class {name!r}, which is not registered "
+                                              "with torch2x.steps.plain_class in this process; refusing to load it")
             reads = steps_mod.references([step.get("args"), step.get("kwargs")])
         if not isinstance(reads, list) or any(v not in known for v in reads):
             raise bad(f"step {i} reads a value no earlier step makes")

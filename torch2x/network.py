@@ -299,6 +299,11 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     top = list(module.named_children()) if isinstance(module, torch.nn.Module) else []
     shown = progress_mod.ModuleProgress(len(top)) if top and progress_mod.wanted(progress) else None
     try:
+        if analysis is not None:
+            # every pass must see the same calls: modules that set themselves up on their first call
+            # (torchvision's MultiScaleRoIAlign computes its scales once) do it here, untraced
+            with torch.no_grad():
+                module(*unflatten(in_spec, [t.clone() for t in in_tensors]))
         if int8:
             ctx.quantizer = quantization.prepare(module, calibration_data=calibration_data,
                                                  calibration_algorithm=calibration_algorithm,

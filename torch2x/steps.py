@@ -79,6 +79,9 @@ class Encoder:
             return {"device": str(value)}
         if isinstance(value, (torch.memory_format, torch.layout)):
             return {"torch": str(value).replace("torch.", "")}
+        cls = _plain(_class_name(type(value))) if _class_name(type(value)) in PLAIN_CLASSES else None
+        if cls is type(value):
+            return {"object": _class_name(cls), "state": self.encode(_plain_state(value))}
         raise StepError(f"an argument of type {type(value).__name__} ({_short_repr(value)}) has no plain form")
 
     def _size(self, size: Any) -> Any:
@@ -93,6 +96,59 @@ class Encoder:
         return [kind, self._size(a), self._size(b)]
 
 
+PLAIN_CLASSES: dict[str, Any] = {}  # qualified name -> a class whose objects are saved as their attributes
+
+
+def plain_class(cls: Any) -> Any:
+    """Let objects of ``cls`` be arguments of saved PyTorch steps, saved as their attributes (plain values,
+    tensors, other such objects) and rebuilt on load without calling ``__init__``. For small configuration
+    objects and for modules whose methods run as steps; a module's submodules, parameters and buffers are
+    not saved. ``cls`` may be a class or its qualified name (imported when first needed). Example:
+    ``plain_class("torchvision.models.detection._utils.BoxCoder")``."""
+    PLAIN_CLASSES[cls if isinstance(cls, str) else _class_name(cls)] = cls
+    return cls
+
+
+def _plain(name: str) -> Optional[type]:
+    """The registered class of that name (importing its module if it was registered by name), or None."""
+    cls = PLAIN_CLASSES.get(name)
+    if isinstance(cls, str):
+        import importlib
+
+        module, _, attr = name.rpartition(".")
+        try:
+            cls = PLAIN_CLASSES[name] = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+    return cls
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _plain_state(obj: Any) -> dict:
+    if isinstance(obj, torch.nn.Module):  # its own settings, not its submodules, parameters or hooks
+        return {k: v for k, v in vars(obj).items() if k not in _module_internals()}
+    return dict(vars(obj))
+
+
+def _module_internals() -> set:
+    return set(vars(torch.nn.Module())) - {"training"}
+
+
+def _rebuild(name: str, state: dict) -> Any:
+    cls = _plain(name)
+    if cls is None:
+        raise StepError(f"the saved program builds an object of class {name!r}, which is not registered with "
+                        "torch2x.steps.plain_class in this process; refusing to load it")
+    obj = cls.__new__(cls)
+    if isinstance(obj, torch.nn.Module):
+        torch.nn.Module.__init__(obj)
+    obj.__dict__.update(state)
+    return obj
+
+
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -102,7 +158,10 @@ def decode(value: Any, values: dict, constants: list) -> Any:
     """The inverse of :meth:`Encoder.encode`, reading references from ``values`` (value id -> tensor)."""
     if not isinstance(value, dict):
         return value
-    (kind, body), = value.items()
+    if "object" in value:
+        kind, body = "object", value["object"]
+    else:
+        (kind, body), = value.items()
     if kind == "ref":
         return values[body]
     if kind == "const":
@@ -129,11 +188,13 @@ def decode(value: Any, values: dict, constants: list) -> Any:
         return torch.device(body)
     if kind == "torch" and isinstance(getattr(torch, body, None), (torch.memory_format, torch.layout)):
         return getattr(torch, body)
+    if kind == "object" and isinstance(body, str):
+        return _rebuild(body, decode(value["state"], values, constants))
     raise StepError(f"malformed step argument {_short_repr(value)}")
 
 
 _SIZE_OPS = {"add": int.__add__, "sub": int.__sub__, "mul": int.__mul__, "floordiv": int.__floordiv__,
-             "mod": int.__mod__}
+             "mod": int.__mod__, "min": min, "max": max}
 
 
 def _size_value(recipe: Any, values: dict) -> int:
@@ -145,6 +206,15 @@ def _size_value(recipe: Any, values: dict) -> int:
     if kind not in _SIZE_OPS:
         raise StepError(f"malformed size recipe {recipe!r}")
     return _SIZE_OPS[kind](_size_value(a, values), _size_value(b, values))
+
+
+def classes(value: Any) -> list:
+    """The class names of the objects an encoded argument rebuilds."""
+    if isinstance(value, dict):
+        return ([value["object"]] if "object" in value else []) + [c for v in value.values() for c in classes(v)]
+    if isinstance(value, list):
+        return [c for v in value for c in classes(v)]
+    return []
 
 
 def references(value: Any) -> list:

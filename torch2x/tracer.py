@@ -10,6 +10,7 @@ when the last active tracer exits, also on errors.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -112,6 +113,27 @@ def traceable(qualname: str) -> Callable[[Callable], Callable]:
         return _wrap(fn, qualname)
 
     return wrap
+
+
+def current() -> Optional["Tracer"]:
+    """The tracer converting on this thread, or None (for code that drives a forward pass itself, such as
+    the ``torch.compile`` backend running a Dynamo graph node by node)."""
+    return getattr(_local, "tracer", None)
+
+
+@contextlib.contextmanager
+def module_scope(path: str) -> Iterator[None]:
+    """Attribute the calls made inside to module ``path`` (layer names, report rows) when the module itself
+    is not called: a Dynamo graph has inlined its modules and keeps each node's module path as metadata."""
+    tracer = current()
+    if tracer is None:
+        yield
+        return
+    tracer._path_stack.append(path)
+    try:
+        yield
+    finally:
+        tracer._path_stack.pop()
 
 
 def targets() -> list:
@@ -493,6 +515,8 @@ class Tracer:
                     raise ConversionError("the converter did not produce every output")
                 if isinstance(it, Channels):
                     bindings.append((t, _checked_channels(ctx, t, it, probed, len(bindings))))
+                    if self.hybrid is not None:
+                        self.hybrid.check_output(traced, args, kwargs, t, it.canonical_shape())
                     continue
                 it = ctx.trt(it)
                 shape = tuple(it.shape)
@@ -500,6 +524,8 @@ class Tracer:
                     raise ConversionError(f"converter bug: network shape {shape}, PyTorch gives {tuple(t.shape)}")
                 if probed is not None:
                     self._check_dynamic_dims(t, it, probed[len(bindings)])
+                if self.hybrid is not None:
+                    self.hybrid.check_output(traced, args, kwargs, t, shape)
                 expected = ctx.dtype_for(t.dtype)
                 if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
                     it = ctx.cast(it, expected)  # (float32 results stay so until a reduced op reads them)
