@@ -255,6 +255,25 @@ def test_engine_cache_key_sees_the_model_code(tmp_path, monkeypatch):
     assert keys[0] != keys[1]
 
 
+def test_engine_cache_key_sees_generated_code():
+    """fx graphs (as torch.compile hands them) have no source file: their code is part of the key."""
+    graphs = [torch.fx.symbolic_trace(f) for f in (lambda x: torch.relu(x) + 1, lambda x: torch.sigmoid(x) + 1)]
+    keys = {engine_cache.conversion_key(g, [torch.randn(2, 3)], {}) for g in graphs}
+    assert len(keys) == 2
+
+
+def test_engine_cache_through_torch_compile_keeps_graphs_apart(tmp_path):
+    """Two Dynamo graphs with the same inputs and no weights get two entries, not one engine for both."""
+    if torch.cuda.is_available():
+        pytest.skip("the engines would run here; this counts entries made before the CPU refuses to run them")
+    for fn in (lambda x: torch.relu(x) + 1, lambda x: torch.sigmoid(x) + 1):
+        torch._dynamo.reset()
+        with pytest.raises(torch2x.TRTModuleError):  # built ahead of time and stored; running needs a GPU
+            torch.compile(fn, backend="torch2x", options={"engine_cache": str(tmp_path)})(torch.randn(2, 3))
+    torch._dynamo.reset()
+    assert len(list(tmp_path.glob("*.torch2x-engine"))) == 2
+
+
 # --- the command -----------------------------------------------------------------------------------
 MODEL_FILE = "import torch.nn as nn\n\ndef block():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())\n"
 

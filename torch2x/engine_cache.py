@@ -5,7 +5,9 @@ both the conversion and the engine build:
 
 - the model's weights (every parameter and buffer: name, type, shape and bytes) and its ``repr`` (the
   hyperparameters of its modules);
-- the source files of every module class in the model (a changed ``forward`` is a miss);
+- the source files of every module class in the model (a changed ``forward`` is a miss), the code of
+  ``torch.fx.GraphModule`` submodules, and what a module's ``torch2x_cache_key()`` returns, if it has one
+  (the torch.compile backend's graph wrapper returns the Dynamo graph's code and fixed arguments);
 - the input specs (nesting, shapes, dtypes; not the values), the conversion keywords (precision,
   names, dynamic shapes, int8 settings with the calibration data's and cache file's contents) and the
   build options;
@@ -130,8 +132,14 @@ def key(module: Any, inputs: Sequence[Any], options: dict) -> str:
               "options": _canonical(options),
               "code": [[os.path.basename(p), _file_digest(p)] for p in _code_files(module)]}
     h.update(json.dumps(header, sort_keys=True).encode())
+    extra = getattr(module, "torch2x_cache_key", None)
+    if callable(extra):  # what a wrapper knows decides its network beyond weights and code files (a Dynamo graph)
+        h.update(str(extra()).encode())
     if isinstance(module, torch.nn.Module):
         h.update(repr(module).encode())
+        for m in module.modules():  # generated code lives in no source file: hash the code itself
+            if isinstance(m, torch.fx.GraphModule):
+                h.update(m.code.encode())
         named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
         # one digest per tensor, on a few threads (hashlib releases the GIL): hundreds of MB of weights
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
