@@ -69,6 +69,18 @@ def load(name: str):
     return model, torch.randn(1, 3, size, size)
 
 
+def all_names() -> list:
+    """Every zoo model: torchvision's classification models, the three segmentation models, the transformers."""
+    return torchvision.models.list_models(module=torchvision.models) + SEGMENTATION + TRANSFORMERS
+
+
+def write_json(path, rows: list) -> None:
+    """Write a benchmark's rows (``--json``) when a path is given."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+
+
 def _main_output(out):
     if isinstance(out, dict):  # segmentation models return {"out": ..., "aux": ...}
         out = out["out"]
@@ -128,7 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX route")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
-    names = args.models or (torchvision.models.list_models(module=torchvision.models) + SEGMENTATION + TRANSFORMERS)
+    names = args.models or all_names()
     torch.set_grad_enabled(False)
     rows = []
     print(f"{'model':32s} {'rel err':>8}  {'torch2x':>22}  | ONNX route")
@@ -143,9 +155,7 @@ def main(argv=None) -> int:
     front = 100 * sum(r["front_end_s"] for r in both) / max(1e-9, sum(r["onnx_s"] for r in both))
     print(f"zoo: {len(converted)}/{len(rows)} converted, {len(within)} within 1e-4, layers {layers:.0f}% of ONNX route, "
           f"front end {front:.0f}% of ONNX route")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
+    write_json(args.json, rows)
     return 0
 
 

@@ -13,7 +13,9 @@ from .compile import CompileReport, GraphConversionError, compile_report
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
 from .hybrid import HybridError, HybridModule, HybridNetwork
+from .inspect import EngineInspection, inspect
 from .interpreter import InterpreterInputError, UnsupportedLayerError, interpret
+from .build_options import BuildOptionError, BuildOptions
 from .network import ConvertedNetwork, EngineBuildError, build_engine, build_network, report
 from .precision import PrecisionPolicy
 from .registry import Call, converter
@@ -29,4 +31,5 @@ __all__ = [
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
     "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",
     "compile_report", "CompileReport", "GraphConversionError",
+    "inspect", "EngineInspection", "BuildOptions", "BuildOptionError",
 ]

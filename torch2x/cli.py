@@ -96,7 +96,42 @@ def _options(args) -> dict:
         options.update(fallback=True, torch_executed_ops=args.torch_executed_op or [],
                        torch_executed_modules=args.torch_executed_module or [],
                        min_block_size=args.min_block_size or 1)
+    if hasattr(args, "builder_option"):  # the subcommands that build an engine
+        options["build_options"] = _build_options(args)
     return options
+
+
+def _build_options(args) -> dict:
+    """The build options given on the command line, as a dict of BuildOptions fields."""
+    given = {"optimization_level": args.optimization_level, "timing_cache": args.timing_cache,
+             "strip_weights": args.strip_weights, "refittable": args.refittable,
+             "weight_streaming": args.weight_streaming, "version_compatible": args.version_compatible,
+             "hardware_compatibility": args.hardware_compatibility, "compute_capabilities": args.compute_capability,
+             "max_aux_streams": args.max_aux_streams}
+    options = {k: v for k, v in given.items() if v not in (None, False)}
+    extra = {}
+    for item in args.builder_option or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--builder-option takes NAME=VALUE (an IBuilderConfig attribute or a BuilderFlag), "
+                             f"got {item!r}")
+        extra[name] = _literal(value)
+    if extra:
+        options["builder_options"] = extra
+    return options
+
+
+def _literal(text: str) -> Any:
+    """``true``/``false``, an int, a float, or the text itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _calibration_batches(directory: str) -> list:
@@ -131,6 +166,8 @@ def _build(model: Any, inputs: list, options: dict):
         return torch2x.build_network(model, inputs, strict=False, **options)
     except torch2x.UnsupportedOperatorError as exc:
         return exc.report
+    except torch2x.BuildOptionError as exc:
+        raise UsageError(str(exc)) from None
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
         raise UsageError(f"the model failed on inputs of shape {shapes}: {str(exc).splitlines()[0]}") from None
@@ -147,11 +184,21 @@ def cmd_convert(args) -> int:
 
     import torch2x
     from torch2x.runtime import module_from_network
+    from torch2x import engine_cache
     from torch2x.structure import flatten
 
     model, inputs = load_model(args.model), _inputs(args)
     started = time.perf_counter()
-    net = _build(model, inputs, _options(args))
+    options = _options(args)
+    cache_dir = None if options.get("fallback") else engine_cache.directory(args.engine_cache)
+    if cache_dir is not None:
+        cache_key = engine_cache.conversion_key(model, inputs, options)
+        cached = engine_cache.load(cache_dir, cache_key)
+        if cached is not None:
+            print(cached.report)
+            print(f"loaded {args.model} from the engine cache in {time.perf_counter() - started:.1f} s")
+            return _save(cached, args)
+    net = _build(model, inputs, options)
     rep = net if isinstance(net, torch2x.ConversionReport) else net.report
     print(rep)
     if not rep.usable:
@@ -181,6 +228,15 @@ def cmd_convert(args) -> int:
         engine = net.build_engine(progress)
         print(f"engine built in {time.perf_counter() - started:.1f} s: {len(engine) / 2**20:.1f} MiB")
         trt_module = module_from_network(net, engine)
+        trt_module.report = rep
+        if cache_dir is not None:  # (hybrid modules are not cached: an entry holds one engine)
+            print(f"stored in the engine cache: {engine_cache.store(cache_dir, cache_key, trt_module)}")
+    return _save(trt_module, args)
+
+
+def _save(trt_module, args) -> int:
+    import torch
+
     torch.save(trt_module.state_dict(), args.output)
     print(f"saved state dict to {args.output} (load with torch.load(path, weights_only=True))")
     if args.plan:
@@ -220,6 +276,28 @@ def cmd_check(args) -> int:
     return 0 if result.ok and report.usable else 1
 
 
+def cmd_inspect(args) -> int:
+    import torch2x
+
+    model, inputs = load_model(args.model), _inputs(args)
+    options = _options(args)
+    options.pop("progress", None)
+    try:
+        info = torch2x.inspect(model, inputs, gpu=args.gpu, **options)
+    except torch2x.UnsupportedOperatorError as exc:
+        print(exc.report)
+        return 1
+    except torch2x.BuildOptionError as exc:
+        raise UsageError(str(exc)) from None
+    except torch2x.EngineBuildError as exc:
+        print(f"torch2x: {exc}", file=sys.stderr)
+        return 1
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
+    print(info.to_json() if args.json else info)
+    return 0
+
+
 def cmd_bench(args) -> int:
     import torch
 
@@ -238,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, fn, text in (("convert", cmd_convert, "convert a model and save its TRTModule state dict"),
                            ("report", cmd_report, "list the ops that cannot be converted"),
                            ("check", cmd_check, "compare the network with PyTorch layer by layer on CPU"),
+                           ("inspect", cmd_inspect, "the engine's kernels, bytes moved and a roofline time estimate"),
                            ("bench", cmd_bench, "time the engine against PyTorch (needs an NVIDIA GPU)")):
         p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(fn=fn)
@@ -263,11 +342,33 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", required=True, help="where to save the TRTModule state dict")
             p.add_argument("--plan", help="also write the raw engine plan here, plus PLAN.json describing its I/O")
             p.add_argument("--no-check", action="store_true", help="skip the interpreter's comparison with PyTorch")
-        if name == "report":
+            p.add_argument("--engine-cache", help="directory of engines built before (default: $TORCH2X_ENGINE_CACHE); "
+                           "an engine for the same weights, code, inputs and options is reused")
+        if name in ("report", "inspect"):
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name == "inspect":
+            p.add_argument("--gpu", default="RTX 4090", help="GPU of the time estimate: RTX 4090, RTX 5090, L4, A100 "
+                           "or H100")
+        if name in ("convert", "inspect"):
+            _add_build_options(p)
         if name == "check":
             p.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed per tensor")
     return parser
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("build options (refused by name where this TensorRT lacks them)")
+    g.add_argument("--optimization-level", type=int, help="builder optimization level 0-5")
+    g.add_argument("--timing-cache", help="timing cache file: loaded when it exists, saved after the build")
+    g.add_argument("--strip-weights", action="store_true", help="weight-stripped plan (TRTModule.refit puts them back)")
+    g.add_argument("--refittable", action="store_true", help="an engine whose weights can be replaced")
+    g.add_argument("--weight-streaming", action="store_true", help="weights may stream from host memory")
+    g.add_argument("--version-compatible", action="store_true", help="runs on later TensorRT versions")
+    g.add_argument("--hardware-compatibility", help="ampere_plus or same_compute_capability")
+    g.add_argument("--compute-capability", action="append", help="TensorRT-RTX target, e.g. 8.9 (repeat for several)")
+    g.add_argument("--max-aux-streams", type=int, help="auxiliary streams TensorRT may use")
+    g.add_argument("--builder-option", action="append", help="NAME=VALUE: an IBuilderConfig attribute or a "
+                   "BuilderFlag (e.g. TF32=false)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -481,6 +481,12 @@ class _GraphCall(torch.nn.Module):
             elif slot.kind == "scalar":
                 self._fixed[i] = a
 
+    def torch2x_cache_key(self) -> str:
+        """For the engine cache (torch2x.engine_cache): the graph's code and fixed non-tensor arguments, which
+        its weights and the source files do not show (tensor constants are parameters, hashed as such)."""
+        fixed = {i: a for i, a in self._fixed.items() if not isinstance(a, torch.Tensor)}
+        return self._graph.gm.code + repr(sorted(fixed.items())) + repr([s.kind for s in self._graph.slots])
+
     def forward(self, *inputs: torch.Tensor) -> list:
         args, it = [], iter(inputs)
         for i, slot in enumerate(self._graph.slots):

@@ -89,6 +89,7 @@ class ConversionContext:
         self._call_name = "op"
         self._call_layers = 0
         self.quantizer: Any = None  # a torch2x.quantization.Quantizer in an int8 conversion
+        self.absorbed: dict[str, list] = {}  # layer name -> calls that added no layer, computed by that layer
         # Sizes may be anything from 0 up at run time (hybrid execution: counts made by PyTorch steps), so
         # converters must not assume a fixed bound stays inside a dynamic dim as it does in the example.
         self.exact_sizes = False
@@ -108,6 +109,18 @@ class ConversionContext:
         """The name of the call being converted (``layer1.0.conv1/conv2d``, ``_1`` on repeats): its first
         layer's name, and the key of its INT8 calibration."""
         return self._call_name
+
+    def note_absorbed(self, values: list) -> None:
+        """After a call: if it added no layer (a batch norm folded into its convolution, a copy, a view),
+        the layers producing its output ``values`` compute it; engine inspection names it with them."""
+        if self._call_layers:
+            return
+        for value in values:
+            itensor = value.itensor if isinstance(value, Channels) else value
+            producer = itensor.name.rsplit(":", 1)[0]  # outputs are named after their layer (see _name_layer)
+            calls = self.absorbed.setdefault(producer, [])
+            if self._call_name not in calls:
+                calls.append(self._call_name)
 
     @contextmanager
     def layer_names(self, name: str) -> Iterator[None]:

@@ -156,3 +156,43 @@ def concrete_layer(layer: "trt.ILayer") -> "trt.ILayer":
     if cls is not None:
         layer.__class__ = cls
     return layer
+
+
+# Build options (torch2x.build_options) this flavour lacks, with why; checked on tensorrt_rtx 1.7.1 on a CPU:
+# its timing-cache calls are documented no-ops, setHardwareCompatibilityLevel() only logs "unsupported in
+# TensorRT-RTX", and VERSION_COMPATIBLE fails the build needing libnvinfer_lean, which its wheel lacks.
+_RTX_REFUSALS = {
+    "timing_cache": "TensorRT-RTX has no timing cache (its timing-cache calls are no-ops); it picks tactics on the "
+                    "target GPU at run time",
+    "hardware_compatibility": "TensorRT-RTX ignores hardware compatibility levels; choose ahead-of-time targets with "
+                              "compute_capabilities instead",
+    "version_compatible": "TensorRT-RTX cannot build version-compatible engines (the build needs libnvinfer_lean, "
+                          "which tensorrt_rtx does not ship)",
+}
+_FULL_REFUSALS = {
+    "compute_capabilities": "compute_capabilities are TensorRT-RTX ahead-of-time targets; full TensorRT builds for "
+                            "the GPU it runs on (see hardware_compatibility)",
+}
+
+
+def builder_option_refusal(option: str) -> str:
+    """Why this flavour has no build option ``option`` (a :class:`torch2x.build_options.BuildOptions` field),
+    or ``""`` when it has it."""
+    return (_RTX_REFUSALS if IS_RTX else _FULL_REFUSALS).get(option, "")
+
+
+def set_compute_capabilities(config: "trt.IBuilderConfig", targets: list) -> None:
+    """TensorRT-RTX's ahead-of-time targets: ``["8.9", "12.0"]``, ``["SM89"]`` or ``["current"]`` (the GPU
+    of the building machine). Raises ValueError naming a target this TensorRT-RTX does not know."""
+    known = {k: v for k, v in trt.ComputeCapability.__members__.items() if k != "NONE"}
+    chosen = []
+    for target in targets:
+        key = str(target).upper().replace(".", "")
+        key = key if key in known else "SM" + key
+        if key not in known:
+            raise ValueError(f"build option compute_capabilities: {target!r} is not a target of {describe()}; "
+                             f"known: {', '.join(k if k == 'CURRENT' else k[2:-1] + '.' + k[-1] for k in known)}")
+        chosen.append(known[key])
+    config.num_compute_capabilities = len(chosen)
+    for index, capability in enumerate(chosen):
+        config.set_compute_capability(capability, index)

@@ -676,11 +676,13 @@ def _segment_network(module: Any, inputs: list, analysis: Analysis, k: int, want
         if any(lo != hi for lo, hi in bounds):
             opt = tuple(analysis.values[vid].shape)
             ranges[name] = (tuple(lo for lo, _ in bounds), opt, tuple(hi for _, hi in bounds))
-    return (ConvertedNetwork(builder, network, in_names, out_names, report, _flat_spec(len(in_names)),
-                             _flat_spec(len(out_names)), options.get("max_workspace_size"),
-                             options.get("precision", "fp32"), [],
-                             time.perf_counter() - started, [ranges] if ranges else [], ctx._keepalive),
-            list(planner.inputs), list(wanted))
+    converted = ConvertedNetwork(builder, network, in_names, out_names, report, _flat_spec(len(in_names)),
+                                 _flat_spec(len(out_names)), options.get("max_workspace_size"),
+                                 options.get("precision", "fp32"), [],
+                                 time.perf_counter() - started, [ranges] if ranges else [], ctx._keepalive)
+    if options.get("build_options") is not None:  # every segment's engine is built with the conversion's options
+        converted.build_options = options["build_options"]
+    return converted, list(planner.inputs), list(wanted)
 
 
 def _flat_spec(count: int) -> list:

@@ -7,9 +7,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from . import build_options as build_options_mod
 from . import dynamic, flavour, layout
 from . import progress as progress_mod
 from . import quantization
+from .build_options import BuildOptions
 from .context import ConversionContext
 from .dtypes import to_trt
 from .flavour import trt
@@ -47,6 +49,9 @@ class ConvertedNetwork:
     # Host arrays TensorRT points to (layer.kernel/bias and constant weights set after the layer was
     # added: batch-norm folding, int8 kernels); the bindings do not keep those alive.
     host_arrays: list = field(default_factory=list, repr=False)
+    build_options: BuildOptions = field(default_factory=BuildOptions)
+    # network layer name -> calls that added no layer of their own, computed by it (a folded batch norm...)
+    absorbed: dict = field(default_factory=dict, repr=False)
 
     def feeds(self, *inputs: Any) -> dict:
         """The interpreter's input dict for positional ``inputs`` laid out like the example's."""
@@ -62,19 +67,42 @@ class ConvertedNetwork:
         values = interpret(self.network, self.feeds(*inputs))
         return unflatten(self.output_spec, [values[n] for n in self.output_names])
 
-    def build_engine(self, progress: Optional[bool] = None) -> bytes:
-        """Serialize the network into an engine plan with TensorRT's builder (progress on a terminal)."""
-        return build_engine(self.builder, self.network, self.max_workspace_size, progress, self.profiles)
+    def build_engine(self, progress: Optional[bool] = None, options: Any = None) -> bytes:
+        """Serialize the network into an engine plan with TensorRT's builder (progress on a terminal).
+
+        ``options``: build options (a :class:`~torch2x.build_options.BuildOptions` or a dict of its fields)
+        instead of the ones given to :func:`build_network`."""
+        options = self.build_options if options is None else BuildOptions.of(options)
+        return build_engine(self.builder, self.network, self.max_workspace_size, progress, self.profiles, options)
+
+    def inspect(self, gpu: str = "RTX 4090", options: Any = None) -> Any:
+        """The optimized engine graph: one row per kernel TensorRT runs, with the module paths of the calls
+        it absorbed, bytes moved and a roofline time estimate on ``gpu``; see :func:`torch2x.inspect`."""
+        from .inspect import inspect_network
+
+        options = self.build_options if options is None else BuildOptions.of(options)
+        return inspect_network(self, gpu=gpu, options=options)
 
 
 def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
                  max_workspace_size: Optional[int] = None, progress_monitor: Any = None,
-                 profiles: Optional[list] = None) -> bytes:
+                 profiles: Optional[list] = None, options: Any = None) -> bytes:
     """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages.
 
     ``progress_monitor``: an ``IProgressMonitor``, True/False, or None to show build progress only on a
-    terminal. Refuses networks holding placeholders (see :func:`placeholder_ops`).
+    terminal. ``options``: a :class:`~torch2x.build_options.BuildOptions` (or a dict of its fields) for the
+    builder config. Refuses networks holding placeholders (see :func:`placeholder_ops`). Example::
+
+        plan = build_engine(net.builder, net.network, options={"optimization_level": 5})
     """
+    options = BuildOptions.of(options)
+    config = engine_config(builder, network, max_workspace_size, profiles, options)
+    return serialize(builder, network, config, options, progress_monitor)
+
+
+def engine_config(builder: "trt.Builder", network: "trt.INetworkDefinition", max_workspace_size: Optional[int],
+                  profiles: Optional[list], options: BuildOptions) -> "trt.IBuilderConfig":
+    """The builder config of an engine build: workspace, optimization profiles and build options."""
     held = placeholder_ops(network)
     if held:
         # their constants would make an engine that computes zeros where the op should run
@@ -90,6 +118,13 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
         for name, (lo, opt, hi) in ranges.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
+    build_options_mod.configure(config, options)
+    return config
+
+
+def serialize(builder: "trt.Builder", network: "trt.INetworkDefinition", config: "trt.IBuilderConfig",
+              options: BuildOptions, progress_monitor: Any = None) -> bytes:
+    """Build the engine plan of ``network`` with ``config``; saves the timing cache back when one is used."""
     if progress_monitor is True or (progress_monitor is None and progress_mod.wanted(None)):
         progress_monitor = progress_mod.BuildProgress()
     if progress_monitor:
@@ -99,8 +134,13 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
     if isinstance(progress_monitor, progress_mod.BuildProgress):
         progress_monitor.line.done("done" if plan is not None else "failed")
     if plan is None:
-        raise EngineBuildError(f"TensorRT ({flavour.describe()}) could not build the engine: "
-                               f"{LOGGER.take_errors() or 'no message'}")
+        errors = LOGGER.take_errors() or "no message"
+        hint = ""
+        if flavour.IS_RTX and (options.strip_weights or options.refittable) and "CUDA_SUCCESS" in errors:
+            hint = (" (strip_weights/refittable: TensorRT-RTX's builder compiles refittable engines only with a "
+                    "CUDA device; build them on a machine with an RTX GPU)")
+        raise EngineBuildError(f"TensorRT ({flavour.describe()}) could not build the engine{hint}: {errors}")
+    build_options_mod.save_timing_cache(config, options)
     return bytes(memoryview(plan))
 
 
@@ -192,7 +232,8 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
                   int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
                   calibration_algorithm: str = "entropy", calibration_cache: Any = None,
                   dynamic_shapes: Any = None, fallback: bool = False, torch_executed_ops: Iterable[str] = (),
-                  torch_executed_modules: Iterable[str] = (), min_block_size: int = 1) -> Any:
+                  torch_executed_modules: Iterable[str] = (), min_block_size: int = 1,
+                  build_options: Any = None) -> Any:
     """Trace ``module(*inputs)`` once and build the strongly typed TensorRT network.
 
     Example::
@@ -221,7 +262,12 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     ``torch_executed_modules`` (module paths or class names), run in PyTorch between engine segments; segments
     of fewer than ``min_block_size`` converted calls run in PyTorch too. Returns a
     :class:`~torch2x.hybrid.HybridNetwork` when any call runs in PyTorch, else the plain network.
+
+    ``build_options`` (a :class:`~torch2x.build_options.BuildOptions` or a dict of its fields) are kept for
+    ``build_engine()``; they are checked against the flavour here, before anything is traced.
     """
+    build_options = BuildOptions.of(build_options)
+    build_options_mod.check(build_options)
     if not isinstance(inputs, (list, tuple)):
         raise TypeError("inputs must be a list or tuple of the module's positional arguments, e.g. [x]")
     if not int8 and (calibration_data is not None or calibration_cache is not None):
@@ -229,7 +275,7 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     _check_fallback_options(fallback, torch_executed_ops, torch_executed_modules, min_block_size, int8, dynamic_shapes)
     started = time.perf_counter()
     options = {"fp16": fp16, "bf16": bf16, "keep_fp32": keep_fp32, "max_workspace_size": max_workspace_size,
-               "min_block_size": min_block_size,
+               "min_block_size": min_block_size, "build_options": build_options,
                "precision": ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32")}
     builder, network, ctx = new_context(module, options)
     report = ConversionReport()
@@ -295,8 +341,11 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     _mark_outputs(ctx, tracer, out_tensors, out_names, report)
     report.num_layers = network.num_layers
     module_outputs = [(path, [_output_name(t) for t in ts]) for path, ts, _ in tracer.module_outputs]
-    return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
-                            max_workspace_size, options["precision"], module_outputs, time.perf_counter() - started, profiles, ctx._keepalive)
+    converted = ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec, max_workspace_size,
+                                 options["precision"], module_outputs, time.perf_counter() - started, profiles,
+                                 ctx._keepalive)
+    converted.build_options, converted.absorbed = build_options, ctx.absorbed
+    return converted
 
 
 def _check_fallback_options(fallback: bool, ops: Iterable[str], modules: Iterable[str], min_block_size: int,

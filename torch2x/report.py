@@ -68,6 +68,19 @@ class ConversionReport:
         self.converted_calls = 0
         self.num_layers = 0
         self.segments: list = []  # hybrid execution: engine and PyTorch steps in run order (torch2x.hybrid)
+        self.engine_cache: Optional[str] = None  # with an engine cache: where the engine came from
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ConversionReport":
+        """The inverse of :meth:`to_dict` (for reports kept with cached engines)."""
+        report = cls()
+        report.converted_calls, report.num_layers = data.get("converted_calls", 0), data.get("num_layers", 0)
+        for target, key in ((report.unsupported, "unsupported"), (report.data_dependent, "data_dependent")):
+            for u in data.get(key, []):
+                target[u["op"]] = UnsupportedCall(u["op"], u["reason"], u.get("count", 0),
+                                                  Counter(u.get("module_paths", {})), u.get("example", ""),
+                                                  u.get("placeholder", False))
+        return report
 
     def add_data_dependent(self, op: str, module_path: str, example: str) -> None:
         """A Python value read from a traced tensor's data: the network keeps the value of this example."""
@@ -95,10 +108,13 @@ class ConversionReport:
         return self.ok or bool(self.segments)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "converted_calls": self.converted_calls, "num_layers": self.num_layers,
+        data = {"ok": self.ok, "converted_calls": self.converted_calls, "num_layers": self.num_layers,
                 "unsupported": [u.to_dict() for u in self.unsupported.values()],
                 "data_dependent": [u.to_dict() for u in self.data_dependent.values()],
                 **({"segments": self.segments} if self.segments else {})}
+        if self.engine_cache is not None:
+            data["engine_cache"] = self.engine_cache
+        return data
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -125,6 +141,8 @@ class ConversionReport:
         head = f"torch2x report: {self.converted_calls} calls converted into {self.num_layers} layers"
         warnings = "".join(f"\nwarning: {u.op} at {', '.join(u.module_paths)}: {u.reason}"
                            for u in self.data_dependent.values())
+        if self.engine_cache is not None:
+            warnings += "\n" + self.engine_cache
         if self.ok:
             return head + ", no unsupported calls" + warnings
         rows = [("op", "count", "module paths", "example arguments", "reason")]

@@ -44,6 +44,9 @@ class TRTModule(torch.nn.Module):
         self.engine_bytes: Optional[bytes] = engine
         self.meta: dict = {k: meta.get(k) for k in _META_KEYS}
         self.use_cuda_graph = use_cuda_graph
+        # bytes of streamable weights kept on the GPU (an engine built with weight_streaming=True); None: TensorRT's
+        # default (all of them). Set before the first forward.
+        self.weight_streaming_budget: Optional[int] = None
         self.device: Optional[torch.device] = None  # the CUDA device to run on; None: the inputs' device
         self._engine = None
         self._contexts = threading.local()  # one execution context per thread: several streams at once
@@ -132,8 +135,56 @@ class TRTModule(torch.nn.Module):
                         f"{self.meta['build_device']}; the installed {flavour.describe()} cannot deserialize it "
                         f"here ({LOGGER.take_errors() or 'no message'}). Rebuild the engine on this machine's "
                         "TensorRT and GPU.")
+                if self.weight_streaming_budget is not None:  # ICudaEngine.weight_streaming_budget_v2 (TensorRT 10.1+)
+                    engine.weight_streaming_budget_v2 = int(self.weight_streaming_budget)
                 self._runtime, self._engine = runtime, engine
         return self._engine
+
+    def example_inputs(self) -> Any:
+        """Zero tensors of the engine's input shapes and dtypes (dynamic dims at the first profile's opt
+        size), nested like the converted module's inputs: what :meth:`refit` converts the model with."""
+        profiles = self.meta.get("profiles") or []
+        tensors = []
+        for name, shape, dtype in zip(self.meta["input_names"], self.meta["input_shapes"], self.meta["input_dtypes"]):
+            if -1 in shape:
+                shape = profiles[0][name][1]
+            tensors.append(torch.zeros(shape, dtype=getattr(torch, dtype.replace("torch.", ""))))
+        return unflatten(self.meta["input_spec"], tensors)
+
+    def refit(self, model: Any, inputs: Any = None, **conversion: Any) -> "TRTModule":
+        """Put ``model``'s weights into this engine (built with ``strip_weights=True`` or ``refittable=True``)
+        through TensorRT's ``Refitter``; needs a GPU, like running the engine. Example::
+
+            model_trt = torch2x(model, [x], strip_weights=True)   # a plan without its weights
+            model_trt.refit(model)                                # weights back, on the GPU machine
+
+        The weights come from converting ``model`` again (``inputs``: default :meth:`example_inputs`;
+        ``conversion``: the keywords of the original conversion, default the recorded precision), so a
+        folded batch norm or a reduced precision is refitted exactly as built.
+        """
+        from .network import build_network
+        from .refit import network_weights, refit_engine
+        from .trt_logging import LOGGER
+
+        if inputs is None:
+            inputs = list(self.example_inputs())
+        precision = str(self.meta.get("precision") or "fp32")
+        if "int8" in precision and not conversion:
+            raise TRTModuleError("refit of an int8 engine: pass the conversion keywords it was built with "
+                                 "(int8=True, calibration_cache=...)")
+        for flag in ("fp16", "bf16"):
+            conversion.setdefault(flag, flag in precision)
+        weights = network_weights(build_network(model, inputs, **conversion).network)
+        try:
+            engine = self._load_engine()
+        except TRTModuleError as exc:
+            raise TRTModuleError(f"refit needs the deserialized engine, hence a GPU: {exc}") from None
+        try:
+            refit_engine(engine, weights, LOGGER)
+        except RuntimeError as exc:
+            raise TRTModuleError(str(exc)) from None
+        self._contexts = threading.local()  # contexts made before the refit may hold the old weights
+        return self
 
     def _execution_context(self):
         context = getattr(self._contexts, "context", None)

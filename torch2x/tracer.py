@@ -539,6 +539,7 @@ class Tracer:
             return out
         finally:
             ctx.fp32_region = False
+        ctx.note_absorbed([it for _, it in bindings])
         for t, it in bindings:
             ctx.bind(t, it)
             if t._base is not None and id(t._base) in self._stale_bases:  # a view taken after the write
