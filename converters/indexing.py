@@ -310,25 +310,6 @@ def index_put(ctx, call):
     return _setitem(ctx, target, index, call.arg("values"))
 
 
-@converter("torch.index_copy", "torch.Tensor.index_copy", "torch.Tensor.index_copy_",
-           signature="input, dim, index, source")
-def index_copy(ctx, call):
-    target = call.arg("input")
-    x = ctx.trt(target)
-    items = [slice(None)] * target.dim()
-    items[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
-    return _scatter_along(ctx, x, sizes(target), items, call.arg("source"), ctx.dtype_for(target.dtype))
-
-
-@converter("torch.index_fill", "torch.Tensor.index_fill", "torch.Tensor.index_fill_",
-           signature="input, dim, index, value")
-def index_fill(ctx, call):
-    target = call.arg("input")
-    index = [slice(None)] * target.dim()
-    index[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
-    return _setitem(ctx, target, tuple(index), call.arg("value"))
-
-
 # ----------------------------------------------------------------------------- gathers
 
 @converter("torch.take", "torch.Tensor.take", signature="input, index")
@@ -422,25 +403,6 @@ def one_hot(ctx, call):
     classes = int(call.output.shape[-1])
     index = ctx.reshape(_index_tensor(ctx, source), sizes(source) + (1,))
     return ctx.elementwise(index, torch.arange(classes).reshape((1,) * source.dim() + (classes,)), Op.EQUAL)
-
-
-@converter("torch.scatter", "torch.Tensor.scatter", "torch.Tensor.scatter_",
-           signature="input, dim, index, src=None, value=None, *, reduce=None")
-def scatter(ctx, call):
-    if call.has("reduce"):
-        raise ConversionError("scatter with reduce= (TensorRT's scatter has no reduction)")
-    source, index = call.arg("input"), call.arg("index")
-    src = call.arg("src") if call.has("src") else call.arg("value")
-    x = ctx.trt(source)
-    dtype = ctx.dtype_for(source.dtype)
-    ishape = sizes(index)
-    if isinstance(src, torch.Tensor) and src.dim() > 0:
-        updates = ctx.slice(ctx.trt(src, dtype), [0] * len(ishape), ishape)
-    else:
-        updates = ctx.expand(ctx.trt(src, dtype), ishape)
-    layer = ctx.network.add_scatter(x, _index_tensor(ctx, index), updates, trt.ScatterMode.ELEMENT)
-    layer.axis = ctx.axis(call.arg("dim"), len(x.shape))
-    return layer.get_output(0)
 
 
 # ----------------------------------------------------------------------------- data-dependent shapes
