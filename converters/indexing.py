@@ -300,16 +300,6 @@ def setitem(ctx, call):
     return _setitem(ctx, target, call.arg("index"), call.arg("value"))  # the tracer writes views through
 
 
-@converter("torch.Tensor.index_put_", "torch.Tensor.index_put", "torch.index_put", "torch.index_put_",
-           signature="input, indices, values, accumulate=False")
-def index_put(ctx, call):
-    if call.arg("accumulate"):
-        raise ConversionError("index_put with accumulate=True (TensorRT's scatter has no reduction)")
-    target = call.arg("input")
-    index = tuple(slice(None) if i is None else i for i in call.arg("indices"))
-    return _setitem(ctx, target, index, call.arg("values"))
-
-
 # ----------------------------------------------------------------------------- gathers
 
 @converter("torch.take", "torch.Tensor.take", signature="input, index")

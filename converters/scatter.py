@@ -180,6 +180,28 @@ def index_fill(ctx, call):
     return _setitem(ctx, target, tuple(index), call.arg("value"))
 
 
+@converter("torch.Tensor.index_put_", "torch.Tensor.index_put", "torch.index_put", "torch.index_put_",
+           signature="input, indices, values, accumulate=False")
+def index_put(ctx, call):
+    target = call.arg("input")
+    index = tuple(slice(None) if i is None else i for i in call.arg("indices"))
+    if not call.arg("accumulate"):
+        return _setitem(ctx, target, index, call.arg("values"))
+    if any(ctx.is_traced(i) for i in index):
+        raise ConversionError("index_put with accumulate=True and indices computed in the network; use index_add "
+                              "along one dim, or constant indices")
+    # Constant indices: the flat positions they address, summed into like scatter_add (repeats accumulate).
+    positions = torch.arange(target.numel()).reshape(target.shape)[index]
+    x = ctx.trt(target)
+    if positions.numel() == 0:
+        return x
+    dtype = ctx.dtype_for(target.dtype)
+    values = ctx.reshape(ctx.expand(ctx.trt(call.arg("values"), dtype), sizes(positions)), (positions.numel(),))
+    flat = ctx.reshape(x, (target.numel(),))
+    out = scatter_reduce(ctx, flat, 0, ctx.constant(positions.reshape(-1), DT.INT64), values, "sum")
+    return ctx.reshape(out, sizes(target))
+
+
 # ----------------------------------------------------------------------------- view scatters
 
 def _mask_along(ctx, n, axis: int, rank: int, index: int):
