@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 
 import torch
 
@@ -70,17 +71,19 @@ def linalg_diagonal(ctx, call):
     return _diagonal(ctx, ctx.trt(call.arg("A")), int(call.arg("offset")), call.arg("dim1"), call.arg("dim2"))
 
 
-def _band_mask(ctx, n, m, offset: int, keep):
-    """A bool ``[n, m]`` mask of the positions whose column minus row ``d`` satisfies ``keep(d, offset)``
-    (torch compares of int tensors): a constant for static sizes, else aranges compared at run time."""
+# (host comparison, network comparison, the integer bound it compares with, given the offset)
+_BANDS = {"<=": (operator.le, Op.LESS, 1), ">=": (operator.ge, Op.GREATER, -1), "==": (operator.eq, Op.EQUAL, 0)}
+
+
+def _band_mask(ctx, n, m, offset: int, keep: str):
+    """A bool ``[n, m]`` mask of the positions whose column minus row ``d`` satisfies ``d keep offset``
+    (``keep`` one of ``<=``, ``>=``, ``==``): a constant for static sizes, else aranges compared at run time."""
+    host, op, shift = _BANDS[keep]
     if not (is_traced(n) or is_traced(m)):
         d = torch.arange(m).reshape(1, m) - torch.arange(n).reshape(n, 1)
-        return ctx.constant(keep(d, offset), DT.BOOL)
-    rows = ctx.reshape(ctx.arange(n), (n, 1))
-    cols = ctx.reshape(ctx.arange(m), (1, m))
-    d = ctx.elementwise(cols, rows, Op.SUB)
-    op = {torch.le: (Op.LESS, offset + 1), torch.ge: (Op.GREATER, offset - 1), torch.eq: (Op.EQUAL, offset)}[keep]
-    return ctx.elementwise(d, op[1], op[0])
+        return ctx.constant(host(d, offset), DT.BOOL)
+    d = ctx.elementwise(ctx.reshape(ctx.arange(m), (1, m)), ctx.reshape(ctx.arange(n), (n, 1)), Op.SUB)
+    return ctx.elementwise(d, offset + shift, op)
 
 
 def _triangle(keep):
@@ -96,8 +99,8 @@ def _triangle(keep):
     return convert
 
 
-converter(*aliases("tril"), signature="input, diagonal=0, *, out=None")(_triangle(torch.le))
-converter(*aliases("triu"), signature="input, diagonal=0, *, out=None")(_triangle(torch.ge))
+converter(*aliases("tril"), signature="input, diagonal=0, *, out=None")(_triangle("<="))
+converter(*aliases("triu"), signature="input, diagonal=0, *, out=None")(_triangle(">="))
 
 
 def _diag_embed(ctx, x, offset: int, dim1: int, dim2: int):
@@ -110,7 +113,7 @@ def _diag_embed(ctx, x, offset: int, dim1: int, dim2: int):
     k = len(lead)
     padded = ctx.slice(x, [0] * (k + 1), (*lead, m), mode=trt.SampleMode.FILL) if m != n else x
     values = ctx.reshape(padded, (*lead, m, 1) if offset >= 0 else (*lead, 1, m))
-    out = select(ctx, _band_mask(ctx, m, m, offset, torch.eq), values, 0, x.dtype)
+    out = select(ctx, _band_mask(ctx, m, m, offset, "=="), values, 0, x.dtype)
     rank = k + 2
     a1, a2 = ctx.axis(dim1, rank), ctx.axis(dim2, rank)
     if a1 == a2:
