@@ -24,7 +24,7 @@ _DIAGONALS = [[(0, 0, 1), (2, 0, 1), (-3, 0, 1), (1, 1, 0), (4, -2, -1)], [(0, -
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_diagonal(dtype):
-    check_module(lambda *xs: [out for x, cases in zip(xs, _DIAGONALS) for out in
+    check_module(lambda *xs: [out for x, cases in zip(xs, _DIAGONALS, strict=True) for out in
                               [torch.diagonal(x, *case) for case in cases] +
                               [x.diagonal(dim1=-2, dim2=-1), torch.linalg.diagonal(x, offset=-1)]],
                  _make((4, 5), dtype), _make((2, 3, 4), dtype), _make((2, 3, 4, 5), dtype))
@@ -35,7 +35,7 @@ _EMBEDS = [[(0, -2, -1), (2, 0, 1), (-1, 1, 0)], [(-1, -2, -1), (1, 0, 2), (0, -
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_diag_embed(dtype):
-    check_module(lambda *xs: [out for x, cases in zip(xs, _EMBEDS) for out in
+    check_module(lambda *xs: [out for x, cases in zip(xs, _EMBEDS, strict=True) for out in
                               [torch.diag_embed(x, *case) for case in cases] + [x.diag_embed()]],
                  _make((4,), dtype), _make((2, 3), dtype), _make((2, 2, 3), dtype))
 
