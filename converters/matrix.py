@@ -36,6 +36,13 @@ def _static(op: str, *sizes_: object) -> None:
         raise ConversionError(f"{op} needs a fixed size on the dims it rearranges; make those dims static")
 
 
+def empty(ctx, like, shape) -> trt.ITensor:
+    """A tensor of ``like``'s type whose ``shape`` holds a 0: a zero-length slice of it, reshaped (TensorRT
+    takes empty tensors; a constant cannot be empty). For ops whose PyTorch result is empty."""
+    flat = ctx.reshape(like, (-1,)) if len(like.shape) != 1 else like
+    return ctx.reshape(ctx.slice(flat, (0,), (0,)), shape)
+
+
 def _last_two(ctx, x, dim1: int, dim2: int):
     """``x`` with axes ``dim1``, ``dim2`` moved last (the others keep their order), and those two axes."""
     rank = len(x.shape)
@@ -53,7 +60,7 @@ def _diagonal(ctx, x, offset: int, dim1: int, dim2: int):
     _static("diagonal", n1, n2)
     length = min(n1, n2 - offset) if offset >= 0 else min(n1 + offset, n2)
     if length <= 0:
-        raise ConversionError(f"diagonal {offset} of a {n1}x{n2} matrix is empty; TensorRT has no empty tensors")
+        return empty(ctx, y, (*lead, 0))
     flat = ctx.reshape(y, (*lead, n1 * n2))
     start = offset if offset >= 0 else -offset * n2
     k = len(lead)
@@ -142,6 +149,35 @@ def diagflat(ctx, call):
     return _diag_embed(ctx, ctx.reshape(ctx.trt(source), (source.numel(),)), int(call.arg("offset")), 0, 1)
 
 
+@converter("torch.trace", "torch.Tensor.trace", signature="input")
+def trace(ctx, call):
+    x = ctx.trt(call.arg("input"), ctx.dtype_for(call.output.dtype))
+    return reduce(ctx, _diagonal(ctx, x, 0, 0, 1), Red.SUM, 0, False)
+
+
+@converter("torch.block_diag", signature="*tensors")
+def block_diag(ctx, call):
+    # Each block padded with zeros to the full width at its column offset (one FILL slice), then the
+    # blocks stacked by rows.
+    dtype = ctx.dtype_for(call.output.dtype)
+    blocks = []
+    for t in call.arg("tensors"):
+        shape = (1, 1) if t.dim() == 0 else (1, t.shape[0]) if t.dim() == 1 else sizes(t)
+        blocks.append(ctx.reshape(ctx.trt(t, dtype), shape))
+    width = call.output.shape[1]
+    rows, offset = [], 0
+    for b in blocks:
+        r, c = ctx.dims(b)
+        _static("block_diag", r, c)
+        rows.append(ctx.slice(b, (0, -offset), (r, width), mode=trt.SampleMode.FILL) if c != width else b)
+        offset += c
+    if len(rows) == 1:
+        return rows[0]
+    layer = ctx.network.add_concatenation(rows)
+    layer.axis = 0
+    return layer.get_output(0)
+
+
 # ----------------------------------------------------------------------------- products and distances
 
 def _rotated(ctx, x, axis: int, shift: int):
@@ -184,6 +220,21 @@ def cdist(ctx, call):
     *b1, p, m = ctx.dims(x1)
     *b2, r, _ = ctx.dims(x2)
     diff = ctx.elementwise(ctx.reshape(x1, (*b1, p, 1, m)), ctx.reshape(x2, (*b2, 1, r, m)), Op.SUB)
+    return vector_norm(ctx, diff, call.arg("p"), -1, False)
+
+
+@converter("torch.nn.functional.pdist", "torch.pdist", signature="input, p=2", fp32=True)
+def pdist(ctx, call):
+    # The rows of every pair i < j (row-major, as PyTorch orders them) gathered, subtracted, and normed.
+    source = call.arg("input")
+    n = source.shape[0]
+    pairs = list(itertools.combinations(range(n), 2))
+    x = ctx.trt(source, ctx.dtype_for(call.output.dtype))
+    if not pairs:
+        return empty(ctx, x, (0,))
+    first, second = (ctx.constant(torch.tensor(side), DT.INT64) for side in zip(*pairs, strict=True))
+    diff = ctx.elementwise(ctx.network.add_gather(x, first, 0).get_output(0),
+                           ctx.network.add_gather(x, second, 0).get_output(0), Op.SUB)
     return vector_norm(ctx, diff, call.arg("p"), -1, False)
 
 
@@ -273,6 +324,37 @@ def linalg_norm(ctx, call):
     return _matrix_norm(ctx, call, source, ord, (-2, -1) if dim is None else dim)
 
 
+def _powers(ctx, x, count: int, increasing: bool):
+    """``x[..., None] ** [0, 1, ..., count - 1]`` (or decreasing) by repeated multiplication, which is exact
+    for integers and is how PyTorch computes it (a running product)."""
+    dims = ctx.dims(x)
+    column = ctx.expand(ctx.scalar(1, x.dtype), dims)
+    columns = []
+    for k in range(count):
+        columns.append(ctx.reshape(column, (*dims, 1)))
+        if k + 1 < count:
+            column = x if k == 0 else ctx.elementwise(column, x, Op.PROD)
+    if not increasing:
+        columns.reverse()
+    if len(columns) == 1:
+        return columns[0]
+    layer = ctx.network.add_concatenation(columns)
+    layer.axis = len(dims)
+    return layer.get_output(0)
+
+
+@converter("torch.linalg.vander", signature="x, *, N=None")
+def linalg_vander(ctx, call):
+    x = ctx.trt(call.arg("x"), ctx.dtype_for(call.output.dtype))
+    return _powers(ctx, x if len(x.shape) else ctx.reshape(x, (1,)), call.output.shape[-1], True)  # 0-d: one row
+
+
+@converter("torch.vander", signature="x, N=None, increasing=False")
+def vander(ctx, call):
+    return _powers(ctx, ctx.trt(call.arg("x"), ctx.dtype_for(call.output.dtype)), call.output.shape[-1],
+                   call.arg("increasing"))
+
+
 @converter("torch.renorm", "torch.Tensor.renorm", "torch.Tensor.renorm_", signature="input, p, dim, maxnorm, *, out=None",
            fp32=True)
 def renorm(ctx, call):
@@ -335,10 +417,9 @@ def combinations(ctx, call):
     source, r = call.arg("input"), int(call.arg("r"))
     pick = itertools.combinations_with_replacement if call.arg("with_replacement") else itertools.combinations
     index = list(pick(range(source.numel()), r))
-    if not index or r == 0:
-        raise ConversionError(f"combinations(r={r}) of {source.numel()} elements is empty; TensorRT has no "
-                              "empty tensors")
     x = ctx.trt(source)
+    if not index or r == 0:
+        return empty(ctx, x, sizes(call.output))
     return ctx.network.add_gather(x, ctx.constant(torch.tensor(index), DT.INT64), 0).get_output(0)
 
 
@@ -420,7 +501,7 @@ def diff(ctx, call):
     for _ in range(int(call.arg("n"))):
         length -= 1
         if length <= 0:
-            raise ConversionError("diff leaves no element; TensorRT has no empty tensors")
+            return empty(ctx, x, sizes(call.output))
         hi, lo = _along(ctx, x, axis, 1, length), _along(ctx, x, axis, 0, length)
         x = ctx.elementwise(hi, lo, Op.XOR if dtype == DT.BOOL else Op.SUB)  # torch: bool diff is xor
     return x
@@ -468,7 +549,7 @@ def trapezoid(ctx, call):
 def cumulative_trapezoid(ctx, call):
     areas, axis = _trapezoids(ctx, call)
     if areas is None:
-        raise ConversionError("cumulative_trapezoid of one sample is empty; TensorRT has no empty tensors")
+        return empty(ctx, ctx.trt(call.arg("y"), out_type(ctx, call)), sizes(call.output))
     layer = ctx.network.add_cumulative(areas, ctx.scalar(axis, DT.INT32), trt.CumulativeOperation.SUM, False, False)
     return layer.get_output(0)
 
@@ -509,25 +590,30 @@ def gradient(ctx, call):
 
 # ----------------------------------------------------------------------------- as_strided
 
-@converter("torch.as_strided", "torch.Tensor.as_strided", "torch.as_strided_copy",
-           signature="input, size, stride, storage_offset=None")
-def as_strided(ctx, call):
-    # as_strided reads the input's storage: map each storage position to the input element stored there
-    # (-1 for positions the input does not cover), read the requested pattern off that map, and gather.
-    source = call.arg("input")
-    x = ctx.trt(source)
-    if any(d < 0 for d in x.shape):
+def strided_positions(ctx, source: torch.Tensor, size, stride, storage_offset) -> torch.Tensor:
+    """The (row-major) element positions of ``source`` that ``source.as_strided(size, stride, storage_offset)``
+    reads. as_strided addresses the input's storage: each storage position is mapped to the element stored
+    there, and a pattern reaching storage the input does not cover is a ConversionError."""
+    if any(d < 0 for d in ctx.trt(source).shape):
         raise ConversionError("as_strided of a tensor with dynamic dims: its strides are the example's")
     length = source.untyped_storage().nbytes() // source.element_size()
     owner = torch.full((length,), -1, dtype=torch.long)
     where = torch.arange(length).as_strided(source.shape, source.stride(), source.storage_offset())
     owner[where.reshape(-1)] = torch.arange(source.numel())
-    offset = source.storage_offset() if call.arg("storage_offset") is None else int(call.arg("storage_offset"))
-    positions = owner.as_strided(tuple(call.arg("size")), tuple(call.arg("stride")), offset)
-    if positions.numel() == 0:
-        raise ConversionError("as_strided to an empty tensor; TensorRT has no empty tensors")
+    offset = source.storage_offset() if storage_offset is None else int(storage_offset)
+    positions = owner.as_strided(tuple(size), tuple(stride), offset)
     if (positions < 0).any():
         raise ConversionError("as_strided reads storage outside the input's elements (a view of a larger tensor); "
                               "apply it to the larger tensor, or clone the input first")
-    flat = ctx.reshape(x, (source.numel(),))
+    return positions
+
+
+@converter("torch.as_strided", "torch.Tensor.as_strided", "torch.as_strided_copy",
+           signature="input, size, stride, storage_offset=None")
+def as_strided(ctx, call):
+    source = call.arg("input")
+    positions = strided_positions(ctx, source, call.arg("size"), call.arg("stride"), call.arg("storage_offset"))
+    flat = ctx.reshape(ctx.trt(source), (source.numel(),))
+    if positions.numel() == 0:
+        return empty(ctx, flat, sizes(positions))
     return ctx.network.add_gather(flat, ctx.constant(positions, DT.INT64), 0).get_output(0)

@@ -20,7 +20,8 @@ from torch2x.registry import converter
 
 from .elementwise import FLOATS, aliases, binary, select
 from .indexing import _index_tensor, _setitem
-from .matrix import _diagonal, _static
+from .indexing import _wrap_index
+from .matrix import _diagonal, _static, strided_positions
 from .reduce import reduce
 
 DT = trt.DataType
@@ -287,3 +288,37 @@ def masked_scatter(ctx, call):
     picked = ctx.network.add_gather(values, k, 0).get_output(0)
     return ctx.reshape(select(ctx, mask, picked, x, dtype), shape)
 
+
+def _scatter_flat(ctx, target: torch.Tensor, positions, updates, accumulate: bool = False):
+    """``target`` flattened with ``updates`` written (or added, ``accumulate``) at the flat ``positions``
+    (a network tensor or constant of non-negative indices, one per update), reshaped back."""
+    count = target.numel()
+    flat = ctx.reshape(ctx.trt(target), (count,))
+    k = math.prod(updates.shape)
+    positions = ctx.reshape(_index_tensor(ctx, positions), (k,))
+    updates = ctx.reshape(updates, (k,))
+    if accumulate:
+        out = scatter_reduce(ctx, flat, 0, positions, updates, "sum")
+    else:
+        layer = ctx.network.add_scatter(flat, positions, updates, trt.ScatterMode.ELEMENT)
+        layer.axis = 0
+        out = layer.get_output(0)
+    return ctx.reshape(out, sizes(target))
+
+
+@converter("torch.put", "torch.Tensor.put", "torch.Tensor.put_", signature="input, index, source, accumulate=False")
+def put(ctx, call):
+    target, index = call.arg("input"), call.arg("index")
+    updates = ctx.trt(call.arg("source"), ctx.dtype_for(target.dtype))
+    return _scatter_flat(ctx, target, _wrap_index(ctx, index, target.numel()), updates, call.arg("accumulate"))
+
+
+@converter("torch.as_strided_scatter", "torch.Tensor.as_strided_scatter",
+           signature="input, src, size, stride, storage_offset=None")
+def as_strided_scatter(ctx, call):
+    target = call.arg("input")
+    positions = strided_positions(ctx, target, call.arg("size"), call.arg("stride"), call.arg("storage_offset"))
+    if positions.numel() == 0:
+        return ctx.trt(target)
+    updates = ctx.trt(call.arg("src"), ctx.dtype_for(target.dtype))
+    return _scatter_flat(ctx, target, positions, updates)

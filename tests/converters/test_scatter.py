@@ -118,6 +118,20 @@ def test_masked_scatter_with_a_computed_mask():
                  torch.randn(3, 5), torch.randn(16))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_put_and_as_strided_scatter(dtype):
+    index = torch.tensor([[0, -1], [5, 0]])  # negative wraps; a repeat accumulates
+    check_module(lambda x, s: [torch.put(x, index, s), x.put(index[0], s[0], accumulate=True),
+                               x.clone().put_(index, s, accumulate=True),
+                               torch.as_strided_scatter(x, s, (2, 2), (1, 3), 1), x.as_strided_scatter(s[0], (2,), (5,))],
+                 _make((3, 4), dtype), _make((2, 2), dtype))
+
+
+def test_put_with_traced_index():
+    check_module(lambda x, i, s: [x.put(i, s), x.put(i, s, accumulate=True)], torch.randn(2, 3),
+                 torch.tensor([4, -1, 4]), torch.randn(3))
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_native_batch_norm(training):
     weight, bias, mean, var = torch.randn(3), torch.randn(3), torch.randn(3), torch.rand(3) + 0.5
