@@ -312,6 +312,8 @@ def take(ctx, call):
 @converter("torch.index_select", "torch.Tensor.index_select", signature="input, dim, index, *, out=None")
 def index_select(ctx, call):
     x = ctx.trt(call.arg("input"))
+    if not x.shape:  # PyTorch takes a 0-d input as one element along dim 0
+        x = ctx.reshape(x, (1,))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
     index = call.arg("index")
     out = ctx.network.add_gather(x, _index_tensor(ctx, index), axis).get_output(0)
