@@ -223,6 +223,66 @@ def cdist(ctx, call):
     return vector_norm(ctx, diff, call.arg("p"), -1, False)
 
 
+@converter("torch.dist", "torch.Tensor.dist", signature="input, other, p=2", fp32=True)
+def dist(ctx, call):
+    dtype = ctx.dtype_for(call.output.dtype)
+    diff = ctx.elementwise(ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("other"), dtype), Op.SUB)
+    return vector_norm(ctx, diff, call.arg("p"), None, False)
+
+
+def _cov(ctx, call, source, dtype):
+    """torch.cov as PyTorch computes it: (weighted) means removed, X @ (w X)^T over the normalizer (0 when
+    it is not positive, as PyTorch sets it)."""
+    x = ctx.trt(source, dtype)
+    if len(x.shape) < 2:
+        x = ctx.reshape(x, (1, -1))
+    _, n = ctx.dims(x)
+    fweights, aweights = call.arg("fweights", None), call.arg("aweights", None)
+    correction = call.arg("correction", 1)
+    w = None
+    for weights in (fweights, aweights):
+        if weights is not None:
+            t = ctx.reshape(ctx.trt(weights, dtype), (1, n))
+            w = t if w is None else ctx.elementwise(w, t, Op.PROD)
+    if w is None:
+        mean = reduce(ctx, x, Red.AVG, 1, True)
+        norm = ctx.scalar(float(max(n - correction, 0)), dtype)
+    else:
+        total = reduce(ctx, w, Red.SUM, 1, True)
+        mean = ctx.elementwise(reduce(ctx, ctx.elementwise(x, w, Op.PROD), Red.SUM, 1, True), total, Op.DIV)
+        norm = total
+        if aweights is not None and correction != 0:
+            spread = reduce(ctx, ctx.elementwise(w, ctx.reshape(ctx.trt(aweights, dtype), (1, n)), Op.PROD),
+                            Red.SUM, 1, True)
+            norm = ctx.elementwise(total, ctx.elementwise(ctx.elementwise(spread, float(correction), Op.PROD),
+                                                           total, Op.DIV), Op.SUB)
+        elif correction != 0:
+            norm = ctx.elementwise(total, float(correction), Op.SUB)
+        norm = ctx.elementwise(norm, 0.0, Op.MAX)  # PyTorch sets a non-positive normalizer to 0
+    centered = ctx.elementwise(x, mean, Op.SUB)
+    weighted = centered if w is None else ctx.elementwise(centered, w, Op.PROD)
+    c = matmul(ctx, centered, weighted, dtype, transpose_b=True)
+    return ctx.elementwise(c, ctx.reshape(norm, ()) if len(norm.shape) else norm, Op.DIV)
+
+
+@converter("torch.cov", "torch.Tensor.cov", signature="input, *, correction=1, fweights=None, aweights=None",
+           fp32=True)
+def cov(ctx, call):
+    return ctx.reshape(_cov(ctx, call, call.arg("input"), out_type(ctx, call)), sizes(call.output))
+
+
+@converter("torch.corrcoef", "torch.Tensor.corrcoef", signature="input", fp32=True)
+def corrcoef(ctx, call):
+    dtype = out_type(ctx, call)
+    c = _cov(ctx, call, call.arg("input"), dtype)
+    k = ctx.dims(c)[0]
+    if k == 1 and call.output.dim() == 0:  # one variable: c / c
+        return ctx.reshape(ctx.elementwise(c, c, Op.DIV), ())
+    std = ctx.unary(_diagonal(ctx, c, 0, 0, 1), trt.UnaryOperation.SQRT)
+    c = ctx.elementwise(ctx.elementwise(c, ctx.reshape(std, (k, 1)), Op.DIV), ctx.reshape(std, (1, k)), Op.DIV)
+    return ctx.elementwise(ctx.elementwise(c, -1.0, Op.MAX), 1.0, Op.MIN)
+
+
 @converter("torch.nn.functional.pdist", "torch.pdist", signature="input, p=2", fp32=True)
 def pdist(ctx, call):
     # The rows of every pair i < j (row-major, as PyTorch orders them) gathered, subtracted, and normed.
@@ -421,6 +481,33 @@ def combinations(ctx, call):
     if not index or r == 0:
         return empty(ctx, x, sizes(call.output))
     return ctx.network.add_gather(x, ctx.constant(torch.tensor(index), DT.INT64), 0).get_output(0)
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+@converter("torch.nn.functional.unfold", signature="input, kernel_size, dilation=1, padding=0, stride=1")
+def unfold(ctx, call):
+    # im2col: the zero-padded image flattened per channel, and one gather of every window's pixels in
+    # PyTorch's (kernel position, window) order (exact for any values, no multiply by a one-hot kernel).
+    source = call.arg("input")
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (_pair(call.arg(k)) for k in ("kernel_size", "dilation", "padding",
+                                                                             "stride"))
+    x = ctx.trt(source)
+    *lead, h, w = ctx.dims(x)
+    _static("unfold", h, w)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    rank = len(lead) + 2
+    if ph or pw:
+        x = ctx.slice(x, [0] * len(lead) + [-ph, -pw], (*lead, hp, wp), mode=trt.SampleMode.FILL)
+    x = ctx.reshape(x, (*lead, hp * wp))
+    rows = (torch.arange(oh) * sh).reshape(1, 1, oh, 1) + (torch.arange(kh) * dh).reshape(kh, 1, 1, 1)
+    cols = (torch.arange(ow) * sw).reshape(1, 1, 1, ow) + (torch.arange(kw) * dw).reshape(1, kw, 1, 1)
+    index = (rows * wp + cols).reshape(kh * kw, oh * ow)
+    y = ctx.network.add_gather(x, ctx.constant(index, DT.INT64), rank - 2).get_output(0)  # [..., C, K, L]
+    return ctx.reshape(y, sizes(call.output))
 
 
 # ----------------------------------------------------------------------------- rotations and shifts

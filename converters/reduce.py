@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from torch2x.context import ConversionContext, ConversionError
+from torch2x.dtypes import to_torch
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import TracedInt
 
 from .elementwise import FLOATS, aliases, binary, out_type, select
 
@@ -345,6 +347,53 @@ def cumprod(ctx, call):
     sign = ctx.elementwise(1.0, ctx.elementwise(odd, 2.0, Op.PROD), Op.SUB, x.dtype)
     out = ctx.elementwise(magnitude, sign, Op.PROD)
     return out if dtype in FLOATS else ctx.unary(out, Un.ROUND)
+
+
+def _running_extreme(largest: bool):
+    def convert(ctx, call):
+        # Every prefix at once: x[..., i] against output position j under the mask i <= j ([..., n, n]),
+        # reduced over i. Like PyTorch's loop, a tie moves the index to the later position, and from the
+        # first NaN on the value is NaN and the index that of the latest NaN.
+        out_dtype = out_type(ctx, call)
+        dtype = DT.INT32 if out_dtype == DT.BOOL else out_dtype  # TensorRT reduces numbers only
+        x = ctx.trt(call.arg("input"), dtype)
+        if not x.shape:
+            return ctx.cast(x, out_dtype), ctx.scalar(0, DT.INT64)
+        rank = len(x.shape)
+        axis = ctx.axis(call.arg("dim"), rank)
+        order = [a for a in range(rank) if a != axis] + [axis]
+        y = ctx.permute(x, order)
+        *lead, n = ctx.dims(y)
+        if isinstance(n, TracedInt):
+            raise ConversionError(f"{call.op} along a dynamic dim; make that dim static")
+        before = ctx.constant(torch.ones(n, n, dtype=torch.bool).tril(), DT.BOOL)  # [j, i]: i <= j
+        positions = ctx.constant(torch.arange(n).reshape(1, n), DT.INT64)
+        xi = ctx.reshape(y, (*lead, 1, n))
+        if dtype in FLOATS:
+            worst = -math.inf if largest else math.inf
+            nan = ctx.unary(xi, Un.ISNAN)
+            xi = select(ctx, nan, worst, xi, dtype)  # NaNs are handled apart: the reduction never sees them
+        else:
+            info = torch.iinfo(to_torch(dtype))
+            worst = info.min if largest else info.max
+        value = reduce(ctx, select(ctx, before, xi, worst, dtype), Red.MAX if largest else Red.MIN, -1, True)
+        hit = ctx.elementwise(before, ctx.elementwise(xi, value, Op.EQUAL), Op.AND)
+        index = reduce(ctx, select(ctx, hit, positions, -1, DT.INT64), Red.MAX, -1, False)
+        value = ctx.reshape(value, (*lead, n))
+        if dtype in FLOATS:
+            seen = ctx.elementwise(before, nan, Op.AND)
+            last_nan = reduce(ctx, select(ctx, seen, positions, -1, DT.INT64), Red.MAX, -1, False)
+            has_nan = ctx.unary(ctx.elementwise(last_nan, 0, Op.LESS), Un.NOT)
+            value = select(ctx, has_nan, math.nan, value, dtype)
+            index = select(ctx, has_nan, last_nan, index, DT.INT64)
+        back = [order.index(a) for a in range(rank)]
+        return ctx.cast(ctx.permute(value, back), out_dtype), ctx.permute(index, back)
+
+    return convert
+
+
+converter(*aliases("cummax", inplace=False), signature="input, dim, *, out=None")(_running_extreme(True))
+converter(*aliases("cummin", inplace=False), signature="input, dim, *, out=None")(_running_extreme(False))
 
 
 # --------------------------------------------------------------------------- top-k and sorting

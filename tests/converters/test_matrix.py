@@ -239,3 +239,18 @@ def test_as_strided_of_a_view_reads_its_storage():
 
 def test_as_strided_outside_the_input_is_reported():
     assert_reported(r"outside the input", lambda x: torch.as_strided(x[2:], (2,), (1,), 0), torch.randn(6))
+
+
+def test_unfold():  # PyTorch's im2col takes floats only
+    F = torch.nn.functional
+    check_module(lambda x: [F.unfold(x, 3), F.unfold(x, (2, 3), dilation=(2, 1), padding=1, stride=(1, 2)),
+                            F.unfold(x[0], 2, stride=2), F.unfold(x, 1)], torch.randn(2, 3, 6, 7))
+
+
+def test_cov_corrcoef_and_dist():
+    fweights, aweights = torch.tensor([1, 3, 2, 1, 2]), torch.rand(5) + 0.1
+    check_module(lambda x, v: [torch.cov(x), torch.cov(x, correction=0), x.cov(correction=2, fweights=fweights),
+                               torch.cov(x, aweights=aweights), torch.cov(x, fweights=fweights, aweights=aweights),
+                               torch.cov(v), torch.corrcoef(x), v.corrcoef(), torch.dist(x, v), x[0].dist(v, 0),
+                               torch.dist(x, v, 3.0), torch.dist(x, v, float("inf"))],
+                 torch.randn(3, 5), torch.randn(5))
