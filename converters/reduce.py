@@ -73,6 +73,21 @@ converter(*aliases("amax", inplace=False), signature="input, dim=(), keepdim=Fal
 converter(*aliases("amin", inplace=False), signature="input, dim=(), keepdim=False, *, out=None")(_reducer(Red.MIN))
 
 
+@converter("torch.Tensor.sum_to_size", signature="input, *size")
+def sum_to_size(ctx, call):
+    # The sum that undoes a broadcast to the input's shape: over the extra leading dims and the size-1 ones.
+    size = call.arg("size")
+    size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else tuple(size)
+    dtype = out_type(ctx, call)
+    x = ctx.trt(call.arg("input"), DT.INT32 if dtype == DT.BOOL else dtype)
+    shape = ctx.dims(x)
+    lead = len(shape) - len(size)
+    axes = list(range(lead)) + [lead + i for i, n in enumerate(size) if n == 1 and shape[lead + i] != 1]
+    if not axes:
+        return x
+    return ctx.reshape(reduce(ctx, x, Red.SUM, axes, True), size)
+
+
 def _nan_reducer(op):
     def convert(ctx, call):
         dtype = out_type(ctx, call)

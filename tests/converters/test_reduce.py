@@ -201,3 +201,10 @@ def test_cummax_cummin(dtype):
 def test_cummax_cummin_after_nan():
     x = torch.tensor([[1.0, 3.0, 3.0, float("nan"), 2.0, float("nan"), 5.0], [2.0, 1.0, 1.0, 0.0, 4.0, 4.0, -1.0]])
     check_module(lambda t: [*torch.cummax(t, 1), *torch.cummin(t, 1)], x)
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool])
+def test_sum_to_size(dtype):
+    check_module(lambda t: [t.sum_to_size(1, 4), t.sum_to_size((1, 3, 1)), t.sum_to_size(2, 3, 4), t.sum_to_size(1)],
+                 _make((2, 3, 4), dtype))
