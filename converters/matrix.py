@@ -375,8 +375,8 @@ _vector_norm = _norm("ord", 2)
 @converter("torch.linalg.norm", signature="input, ord=None, dim=None, keepdim=False, *, out=None, dtype=None",
            fp32=True)
 def linalg_norm(ctx, call):
-    """torch.linalg.norm: a matrix norm when ``ord`` is given over two dims (or a 2-D input), else the
-    vector norm of :mod:`reduce`."""
+    """torch.linalg.norm: a matrix norm when ``ord`` is given over two dims (or a 2-D input), else a
+    vector norm (reduce.py's, which serves torch.norm and linalg.vector_norm too)."""
     source, ord, dim = call.arg("input"), call.arg("ord"), call.arg("dim")
     two_dims = (dim is None and source.dim() == 2) or (isinstance(dim, (tuple, list)) and len(dim) == 2)
     if ord is None or not two_dims:

@@ -256,9 +256,6 @@ def _norm(ord_arg, default):
             ord = 2
         if isinstance(ord, str):
             raise ConversionError(f"{call.op} with p={ord!r}: only vector norms and 'fro' are supported")
-        two_dims = (dim is None and len(x.shape) == 2) or (isinstance(dim, (tuple, list)) and len(dim) == 2)
-        if ord_arg == "ord" and call.name == "torch.linalg.norm" and call.has("ord") and two_dims:
-            raise ConversionError(f"torch.linalg.norm with ord={ord} over two dims is a matrix norm")
         return vector_norm(ctx, x, ord, dim, call.arg("keepdim"))
 
     return convert
@@ -269,8 +266,6 @@ converter("torch.norm", signature="input, p='fro', dim=None, keepdim=False, out=
 converter("torch.Tensor.norm", signature="input, p='fro', dim=None, keepdim=False, dtype=None", fp32=True)(
     _norm("p", 2))
 converter("torch.linalg.vector_norm", signature="input, ord=2, dim=None, keepdim=False, *, dtype=None, out=None",
-          fp32=True)(_norm("ord", 2))
-converter("torch.linalg.norm", signature="input, ord=None, dim=None, keepdim=False, *, out=None, dtype=None",
           fp32=True)(_norm("ord", 2))
 
 
