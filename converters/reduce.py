@@ -406,6 +406,30 @@ converter(*aliases("cummax", inplace=False), signature="input, dim, *, out=None"
 converter(*aliases("cummin", inplace=False), signature="input, dim, *, out=None")(_running_extreme(False))
 
 
+@converter(*aliases("logcumsumexp", inplace=False), signature="input, dim, *, out=None", fp32=True)
+def logcumsumexp(ctx, call):
+    # Each prefix's logsumexp shifted by that prefix's own max (every prefix at once, [..., n, n]), so
+    # early small terms are not lost to a later large one as exp(cumsum) of a global shift would lose them.
+    x = ctx.trt(call.arg("input"), out_type(ctx, call))
+    if not x.shape:
+        return x
+    rank = len(x.shape)
+    axis = ctx.axis(call.arg("dim"), rank)
+    order = [a for a in range(rank) if a != axis] + [axis]
+    y = ctx.permute(x, order)
+    *lead, n = ctx.dims(y)
+    if isinstance(n, TracedInt):
+        raise ConversionError(f"{call.op} along a dynamic dim; make that dim static")
+    before = ctx.constant(torch.ones(n, n, dtype=torch.bool).tril(), DT.BOOL)  # [j, i]: i <= j
+    terms = select(ctx, before, ctx.reshape(y, (*lead, 1, n)), -math.inf, x.dtype)
+    peak = reduce(ctx, terms, Red.MAX, -1, True)
+    finite = ctx.elementwise(ctx.unary(peak, Un.ISINF), ctx.unary(peak, Un.ISNAN), Op.OR)
+    shift = select(ctx, finite, 0.0, peak, x.dtype)  # an infinite prefix max: no shift (inf/-inf come out as such)
+    total = reduce(ctx, ctx.unary(ctx.elementwise(terms, shift, Op.SUB), Un.EXP), Red.SUM, -1, True)
+    out = ctx.reshape(ctx.elementwise(ctx.unary(total, Un.LOG), shift, Op.SUM), (*lead, n))
+    return ctx.permute(out, [order.index(a) for a in range(rank)])
+
+
 # --------------------------------------------------------------------------- top-k and sorting
 
 _MAX_TOPK = 3840  # TensorRT's top-k limit on k

@@ -208,3 +208,10 @@ def test_cummax_cummin_after_nan():
 def test_sum_to_size(dtype):
     check_module(lambda t: [t.sum_to_size(1, 4), t.sum_to_size((1, 3, 1)), t.sum_to_size(2, 3, 4), t.sum_to_size(1)],
                  _make((2, 3, 4), dtype))
+
+
+
+def test_logcumsumexp():
+    inf = float("inf")
+    check_module(lambda t, s: [torch.logcumsumexp(t, 1), t.logcumsumexp(-1), torch.logcumsumexp(s, 0)],
+                 torch.randn(2, 5, 3) * 10, torch.tensor([-inf, -1000.0, 0.0, 1.0, inf, 2.0, -inf]))
