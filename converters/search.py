@@ -1,4 +1,4 @@
-"""Sorted search and membership: ``searchsorted``, ``bucketize``, ``isin``.
+"""Sorted search, membership and binning: ``searchsorted``, ``bucketize``, ``isin``, ``histc``.
 
 ``searchsorted``/``bucketize`` run PyTorch's own binary search in the network: ``bit_length(n)``
 rounds of gather, compare and select narrow every value's interval, with PyTorch's comparisons
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from torch2x.context import sizes
+from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter
 
@@ -90,3 +90,30 @@ def isin(ctx, call):
     if call.arg("invert"):
         found = ctx.unary(found, Un.NOT)
     return ctx.reshape(found, sizes(call.output))
+
+
+@converter(*aliases("histc", inplace=False), signature="input, bins=100, min=0, max=0, *, out=None", fp32=True)
+def histc(ctx, call):
+    # PyTorch's formula, in its float32 steps: bin = floor((x - min) * bins / (max - min)), the max itself in
+    # the last bin; elements outside [min, max] and NaNs are dropped. (Its bins are not the linspace edges:
+    # 0.0 in histc(x, 100, -3, 3) lands in bin 50 though edge 50 is 6.7e-8.) A GPU division that rounds
+    # otherwise than IEEE could move an element within an ulp of a bin boundary.
+    source = call.arg("input")
+    low, high, bins = call.arg("min"), call.arg("max"), int(call.arg("bins"))
+    if low == high:
+        raise ConversionError("histc over the data's own range (min == max) reads the range from the values; "
+                              "pass min and max")
+    dtype = ctx.dtype_for(call.output.dtype)
+    x = ctx.reshape(ctx.trt(source, dtype), (-1, 1))
+    low32, high32 = torch.tensor(low, dtype=source.dtype), torch.tensor(high, dtype=source.dtype)
+    width = float(high32 - low32)  # rounded to the input's type, as PyTorch subtracts
+    scaled = ctx.elementwise(ctx.elementwise(ctx.elementwise(x, float(low32), Op.SUB), float(bins), Op.PROD),
+                             width, Op.DIV)
+    position = ctx.elementwise(ctx.cast(ctx.unary(scaled, Un.FLOOR), DT.INT32), bins - 1, Op.MIN)
+    inside = ctx.elementwise(ctx.unary(ctx.elementwise(x, float(low32), Op.LESS), Un.NOT),
+                             ctx.unary(ctx.elementwise(x, float(high32), Op.GREATER), Un.NOT), Op.AND)
+    inside = ctx.elementwise(inside, ctx.unary(ctx.unary(x, Un.ISNAN), Un.NOT), Op.AND)
+    hit = ctx.elementwise(ctx.elementwise(position, ctx.constant(torch.arange(bins).reshape(1, -1), DT.INT32),
+                                          Op.EQUAL), inside, Op.AND)
+    counts = ctx.network.add_reduce(ctx.cast(hit, DT.FLOAT), trt.ReduceOperation.SUM, 1, False).get_output(0)
+    return ctx.cast(counts, dtype)

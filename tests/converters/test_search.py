@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness import check_module, random_tensor as _make
+from harness import assert_reported, check_module, random_tensor as _make
 
 _NAN = float("nan")
 
@@ -46,3 +46,16 @@ def test_isin(dtype):
 def test_isin_with_a_scalar():
     check_module(lambda a: [torch.isin(a, 2), torch.isin(a, torch.tensor([2.0, 1.5]))],
                  torch.tensor([[1.0, 2.0], [1.5, 3.0]]))
+
+
+def test_histc():
+    # values on the edges (the max goes in the last bin), outside the range, NaN (dropped)
+    # and PyTorch's own bin boundaries, where the float32 formula and the linspace edges disagree
+    x = torch.cat([torch.randn(40) * 3, torch.tensor([0.0, 1.0, 2.5, 5.0, -1.0, 7.0, float("nan"), -2.0]),
+                   torch.linspace(-3, 3, 101), torch.linspace(-2.0, 2.5, 8)])
+    check_module(lambda t: [torch.histc(t, 4, 0, 5), torch.histc(t, bins=7, min=-2.0, max=2.5),
+                            t.histc(1, -10, 10), torch.histc(t, 100, -3, 3)], x)
+
+
+def test_histc_over_the_data_range_is_reported():
+    assert_reported(r"pass min and max", lambda t: torch.histc(t, 5), torch.randn(10))
