@@ -344,6 +344,75 @@ def matrix_power(ctx, call):
     return result
 
 
+def _substitute(ctx, a, b, upper: bool, unit: bool):
+    """X with ``a @ X = b`` for triangular ``a`` (``[..., n, n]``, ``b`` ``[..., n, k]``, same batch dims),
+    row by row as forward (or back) substitution does: n rounds of a slice, a matrix multiply with the
+    rows found so far, a subtraction and a division by the diagonal entry."""
+    *lead, n, k = ctx.dims(b)
+    _static("triangular solve", n, k, *lead)
+    z = [0] * len(lead)
+    rows: dict = {}
+    for i in (reversed(range(n)) if upper else range(n)):
+        row = ctx.slice(b, z + [i, 0], (*lead, 1, k))
+        done = sorted(rows)
+        if done:
+            known = rows[done[0]] if len(done) == 1 else ctx.network.add_concatenation([rows[j] for j in done])
+            if len(done) > 1:
+                known.axis = len(lead)
+                known = known.get_output(0)
+            coeffs = ctx.slice(a, z + [i, done[0]], (*lead, 1, len(done)))
+            row = ctx.elementwise(row, matmul(ctx, coeffs, known, row.dtype), Op.SUB)
+        if not unit:
+            row = ctx.elementwise(row, ctx.slice(a, z + [i, i], (*lead, 1, 1)), Op.DIV)
+        rows[i] = row
+    if n == 1:
+        return rows[0]
+    layer = ctx.network.add_concatenation([rows[j] for j in range(n)])
+    layer.axis = len(lead)
+    return layer.get_output(0)
+
+
+def _transposed(ctx, x):
+    rank = len(x.shape)
+    return ctx.permute(x, _swap(rank, rank - 2, rank - 1))
+
+
+@converter("torch.linalg.solve_triangular", signature="A, B, *, upper, left=True, unitriangular=False, out=None",
+           fp32=True)
+def solve_triangular(ctx, call):
+    dtype = out_type(ctx, call)
+    shape = sizes(call.output)
+    a, b = call.arg("A"), call.arg("B")
+    if call.output.numel() == 0:  # a constant cannot be empty: slice a non-empty operand
+        return empty(ctx, ctx.trt(a if ctx.is_traced(a) or a.numel() else b, dtype), shape)
+    ta = ctx.expand(ctx.trt(a, dtype), shape[:-2] + tuple(a.shape[-2:]))
+    tb = ctx.expand(ctx.trt(b, dtype), shape)
+    upper, unit = bool(call.arg("upper")), bool(call.arg("unitriangular"))
+    if call.arg("left"):
+        return _substitute(ctx, ta, tb, upper, unit)
+    # X A = B is A^T X^T = B^T, and A^T is triangular the other way
+    return _transposed(ctx, _substitute(ctx, _transposed(ctx, ta), _transposed(ctx, tb), not upper, unit))
+
+
+@converter("torch.triangular_solve", "torch.Tensor.triangular_solve",
+           signature="input, A, upper=True, transpose=False, unitriangular=False", fp32=True)
+def triangular_solve(ctx, call):
+    solution, coefficient = call.output
+    dtype = ctx.dtype_for(solution.dtype)
+    a, b = call.arg("A"), call.arg("input")
+    if solution.numel() == 0:  # empty batches or systems: empty results (a constant cannot be empty)
+        tb = ctx.trt(b, dtype)
+        coeffs = empty(ctx, tb, sizes(coefficient)) if coefficient.numel() == 0 else ctx.trt(a, dtype)
+        return empty(ctx, tb, sizes(solution)), coeffs
+    ta = ctx.expand(ctx.trt(a, dtype), sizes(coefficient))
+    tb = ctx.expand(ctx.trt(b, dtype), sizes(solution))
+    upper = bool(call.arg("upper"))
+    if call.arg("transpose"):
+        ta, upper = _transposed(ctx, ta), not upper
+    return _substitute(ctx, ta, tb, upper, bool(call.arg("unitriangular"))), ctx.expand(ctx.trt(a, dtype),
+                                                                                         sizes(coefficient))
+
+
 @converter("torch.linalg.matrix_norm", signature="A, ord='fro', dim=(-2, -1), keepdim=False, *, dtype=None, out=None",
            fp32=True)
 def matrix_norm(ctx, call):

@@ -254,3 +254,18 @@ def test_cov_corrcoef_and_dist():
                                torch.cov(v), torch.corrcoef(x), v.corrcoef(), torch.dist(x, v), x[0].dist(v, 0),
                                torch.dist(x, v, 3.0), torch.dist(x, v, float("inf"))],
                  torch.randn(3, 5), torch.randn(5))
+
+
+def _triangular(n, batch=()):
+    return torch.randn(*batch, n, n).tril() + 3 * torch.eye(n)  # well conditioned
+
+
+def test_solve_triangular():
+    lower, upper = _triangular(4, (2,)), _triangular(4, (2,)).mT
+    check_module(lambda a, u, b, c: [torch.linalg.solve_triangular(a, b, upper=False),
+                                     torch.linalg.solve_triangular(u, b, upper=True, unitriangular=True),
+                                     torch.linalg.solve_triangular(a, c, upper=False, left=False),
+                                     torch.linalg.solve_triangular(u[0], b, upper=True),
+                                     *torch.triangular_solve(b, u), *torch.triangular_solve(b, a, upper=False),
+                                     *torch.triangular_solve(b, a, upper=False, transpose=True, unitriangular=True)],
+                 lower, upper, torch.randn(2, 4, 3), torch.randn(3, 4))
