@@ -359,6 +359,21 @@ def cumprod(ctx, call):
     return out if dtype in FLOATS else ctx.unary(out, Un.ROUND)
 
 
+def _prefixes(ctx, call, x):
+    """For ops over every prefix along ``dim`` at once: ``x`` with that dim moved last (``[..., n]``), the
+    other sizes, ``n``, the ``[n, n]`` mask of ``i <= j`` (row j: the prefix ending at j) and the order
+    that moves the dim back."""
+    rank = len(x.shape)
+    axis = ctx.axis(call.arg("dim"), rank)
+    order = [a for a in range(rank) if a != axis] + [axis]
+    y = ctx.permute(x, order)
+    *lead, n = ctx.dims(y)
+    if isinstance(n, TracedInt):
+        raise ConversionError(f"{call.op} along a dynamic dim; make that dim static")
+    before = ctx.constant(torch.ones(n, n, dtype=torch.bool).tril(), DT.BOOL)
+    return y, lead, n, before, [order.index(a) for a in range(rank)]
+
+
 def _running_extreme(largest: bool):
     def convert(ctx, call):
         # Every prefix at once: x[..., i] against output position j under the mask i <= j ([..., n, n]),
@@ -369,14 +384,7 @@ def _running_extreme(largest: bool):
         x = ctx.trt(call.arg("input"), dtype)
         if not x.shape:
             return ctx.cast(x, out_dtype), ctx.scalar(0, DT.INT64)
-        rank = len(x.shape)
-        axis = ctx.axis(call.arg("dim"), rank)
-        order = [a for a in range(rank) if a != axis] + [axis]
-        y = ctx.permute(x, order)
-        *lead, n = ctx.dims(y)
-        if isinstance(n, TracedInt):
-            raise ConversionError(f"{call.op} along a dynamic dim; make that dim static")
-        before = ctx.constant(torch.ones(n, n, dtype=torch.bool).tril(), DT.BOOL)  # [j, i]: i <= j
+        y, lead, n, before, back = _prefixes(ctx, call, x)
         positions = ctx.constant(torch.arange(n).reshape(1, n), DT.INT64)
         xi = ctx.reshape(y, (*lead, 1, n))
         if dtype in FLOATS:
@@ -396,7 +404,6 @@ def _running_extreme(largest: bool):
             has_nan = ctx.unary(ctx.elementwise(last_nan, 0, Op.LESS), Un.NOT)
             value = select(ctx, has_nan, math.nan, value, dtype)
             index = select(ctx, has_nan, last_nan, index, DT.INT64)
-        back = [order.index(a) for a in range(rank)]
         return ctx.cast(ctx.permute(value, back), out_dtype), ctx.permute(index, back)
 
     return convert
@@ -413,21 +420,14 @@ def logcumsumexp(ctx, call):
     x = ctx.trt(call.arg("input"), out_type(ctx, call))
     if not x.shape:
         return x
-    rank = len(x.shape)
-    axis = ctx.axis(call.arg("dim"), rank)
-    order = [a for a in range(rank) if a != axis] + [axis]
-    y = ctx.permute(x, order)
-    *lead, n = ctx.dims(y)
-    if isinstance(n, TracedInt):
-        raise ConversionError(f"{call.op} along a dynamic dim; make that dim static")
-    before = ctx.constant(torch.ones(n, n, dtype=torch.bool).tril(), DT.BOOL)  # [j, i]: i <= j
+    y, lead, n, before, back = _prefixes(ctx, call, x)
     terms = select(ctx, before, ctx.reshape(y, (*lead, 1, n)), -math.inf, x.dtype)
     peak = reduce(ctx, terms, Red.MAX, -1, True)
     finite = ctx.elementwise(ctx.unary(peak, Un.ISINF), ctx.unary(peak, Un.ISNAN), Op.OR)
     shift = select(ctx, finite, 0.0, peak, x.dtype)  # an infinite prefix max: no shift (inf/-inf come out as such)
     total = reduce(ctx, ctx.unary(ctx.elementwise(terms, shift, Op.SUB), Un.EXP), Red.SUM, -1, True)
     out = ctx.reshape(ctx.elementwise(ctx.unary(total, Un.LOG), shift, Op.SUM), (*lead, n))
-    return ctx.permute(out, [order.index(a) for a in range(rank)])
+    return ctx.permute(out, back)
 
 
 # --------------------------------------------------------------------------- top-k and sorting
