@@ -306,35 +306,6 @@ def setitem(ctx, call):
     return _setitem(ctx, target, call.arg("index"), call.arg("value"))  # the tracer writes views through
 
 
-@converter("torch.Tensor.index_put_", "torch.Tensor.index_put", "torch.index_put", "torch.index_put_",
-           signature="input, indices, values, accumulate=False")
-def index_put(ctx, call):
-    if call.arg("accumulate"):
-        raise ConversionError("index_put with accumulate=True (TensorRT's scatter has no reduction)")
-    target = call.arg("input")
-    index = tuple(slice(None) if i is None else i for i in call.arg("indices"))
-    return _setitem(ctx, target, index, call.arg("values"))
-
-
-@converter("torch.index_copy", "torch.Tensor.index_copy", "torch.Tensor.index_copy_",
-           signature="input, dim, index, source")
-def index_copy(ctx, call):
-    target = call.arg("input")
-    x = ctx.trt(target)
-    items = [slice(None)] * target.dim()
-    items[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
-    return _scatter_along(ctx, x, sizes(target), items, call.arg("source"), ctx.dtype_for(target.dtype))
-
-
-@converter("torch.index_fill", "torch.Tensor.index_fill", "torch.Tensor.index_fill_",
-           signature="input, dim, index, value")
-def index_fill(ctx, call):
-    target = call.arg("input")
-    index = [slice(None)] * target.dim()
-    index[ctx.axis(call.arg("dim"), target.dim())] = call.arg("index")
-    return _setitem(ctx, target, tuple(index), call.arg("value"))
-
-
 # ----------------------------------------------------------------------------- gathers
 
 @converter("torch.take", "torch.Tensor.take", signature="input, index")
@@ -347,6 +318,8 @@ def take(ctx, call):
 @converter("torch.index_select", "torch.Tensor.index_select", signature="input, dim, index, *, out=None")
 def index_select(ctx, call):
     x = ctx.trt(call.arg("input"))
+    if not x.shape:  # PyTorch takes a 0-d input as one element along dim 0
+        x = ctx.reshape(x, (1,))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
     index = call.arg("index")
     out = ctx.network.add_gather(x, _index_tensor(ctx, index), axis).get_output(0)
@@ -428,25 +401,6 @@ def one_hot(ctx, call):
     classes = int(call.output.shape[-1])
     index = ctx.reshape(_index_tensor(ctx, source), sizes(source) + (1,))
     return ctx.elementwise(index, torch.arange(classes).reshape((1,) * source.dim() + (classes,)), Op.EQUAL)
-
-
-@converter("torch.scatter", "torch.Tensor.scatter", "torch.Tensor.scatter_",
-           signature="input, dim, index, src=None, value=None, *, reduce=None")
-def scatter(ctx, call):
-    if call.has("reduce"):
-        raise ConversionError("scatter with reduce= (TensorRT's scatter has no reduction)")
-    source, index = call.arg("input"), call.arg("index")
-    src = call.arg("src") if call.has("src") else call.arg("value")
-    x = ctx.trt(source)
-    dtype = ctx.dtype_for(source.dtype)
-    ishape = sizes(index)
-    if isinstance(src, torch.Tensor) and src.dim() > 0:
-        updates = ctx.slice(ctx.trt(src, dtype), [0] * len(ishape), ishape)
-    else:
-        updates = ctx.expand(ctx.trt(src, dtype), ishape)
-    layer = ctx.network.add_scatter(x, _index_tensor(ctx, index), updates, trt.ScatterMode.ELEMENT)
-    layer.axis = ctx.axis(call.arg("dim"), len(x.shape))
-    return layer.get_output(0)
 
 
 # ----------------------------------------------------------------------------- data-dependent shapes

@@ -109,6 +109,26 @@ def batch_norm(ctx, call):
     return _running_stats(ctx, x, mean, var, weight, bias, eps, call.arg("input"))
 
 
+@converter("torch.native_batch_norm", signature="input, weight, bias, running_mean, running_var, training, momentum, eps")
+def native_batch_norm(ctx, call):
+    """The aten op behind batch norm: (output, saved mean, saved 1/std). With batch statistics the saved
+    ones are the batch's mean and 1/sqrt(biased var + eps) per channel; with running statistics PyTorch
+    saves nothing (empty tensors), which an empty slice reproduces."""
+    out = batch_norm(ctx, call)
+    x = ctx.trt(call.arg("input"), trt.DataType.FLOAT)
+    if call.output[1].numel() == 0:
+        empty = ctx.slice(ctx.reshape(x, (-1,)), (0,), (0,))
+        return out, empty, empty
+    rank = len(x.shape)
+    axes = ctx.axes_mask([0] + list(range(2, rank)), rank)
+    mean = ctx.network.add_reduce(x, Red.AVG, axes, True).get_output(0)
+    centered = ctx.elementwise(x, mean, Op.SUB)
+    var = ctx.network.add_reduce(ctx.elementwise(centered, centered, Op.PROD), Red.AVG, axes, False).get_output(0)
+    invstd = ctx.unary(ctx.unary(ctx.elementwise(var, float(call.arg("eps")), Op.SUM), trt.UnaryOperation.SQRT),
+                       trt.UnaryOperation.RECIP)
+    return out, ctx.reshape(mean, (x.shape[1],)), invstd
+
+
 @converter("torch.instance_norm", fp32=True,
            signature="input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, cudnn_enabled")
 @converter("torch.nn.functional.instance_norm", fp32=True)

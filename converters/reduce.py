@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from torch2x.context import ConversionContext, ConversionError
+from torch2x.dtypes import to_torch
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import TracedInt
 
 from .elementwise import FLOATS, aliases, binary, out_type, select
 
@@ -69,6 +71,21 @@ converter(*aliases("mean", inplace=False), signature=_SUM_SIG, fp32=True)(_reduc
 converter(*aliases("prod", inplace=False), signature=_SUM_SIG, fp32=True)(_reducer(Red.PROD))
 converter(*aliases("amax", inplace=False), signature="input, dim=(), keepdim=False, *, out=None")(_reducer(Red.MAX))
 converter(*aliases("amin", inplace=False), signature="input, dim=(), keepdim=False, *, out=None")(_reducer(Red.MIN))
+
+
+@converter("torch.Tensor.sum_to_size", signature="input, *size")
+def sum_to_size(ctx, call):
+    # The sum that undoes a broadcast to the input's shape: over the extra leading dims and the size-1 ones.
+    size = call.arg("size")
+    size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else tuple(size)
+    dtype = out_type(ctx, call)
+    x = ctx.trt(call.arg("input"), DT.INT32 if dtype == DT.BOOL else dtype)
+    shape = ctx.dims(x)
+    lead = len(shape) - len(size)
+    axes = list(range(lead)) + [lead + i for i, n in enumerate(size) if n == 1 and shape[lead + i] != 1]
+    if not axes:
+        return x
+    return ctx.reshape(reduce(ctx, x, Red.SUM, axes, True), size)
 
 
 def _nan_reducer(op):
@@ -239,9 +256,6 @@ def _norm(ord_arg, default):
             ord = 2
         if isinstance(ord, str):
             raise ConversionError(f"{call.op} with p={ord!r}: only vector norms and 'fro' are supported")
-        two_dims = (dim is None and len(x.shape) == 2) or (isinstance(dim, (tuple, list)) and len(dim) == 2)
-        if ord_arg == "ord" and call.name == "torch.linalg.norm" and call.has("ord") and two_dims:
-            raise ConversionError(f"torch.linalg.norm with ord={ord} over two dims is a matrix norm")
         return vector_norm(ctx, x, ord, dim, call.arg("keepdim"))
 
     return convert
@@ -252,8 +266,6 @@ converter("torch.norm", signature="input, p='fro', dim=None, keepdim=False, out=
 converter("torch.Tensor.norm", signature="input, p='fro', dim=None, keepdim=False, dtype=None", fp32=True)(
     _norm("p", 2))
 converter("torch.linalg.vector_norm", signature="input, ord=2, dim=None, keepdim=False, *, dtype=None, out=None",
-          fp32=True)(_norm("ord", 2))
-converter("torch.linalg.norm", signature="input, ord=None, dim=None, keepdim=False, *, out=None, dtype=None",
           fp32=True)(_norm("ord", 2))
 
 
@@ -345,6 +357,77 @@ def cumprod(ctx, call):
     sign = ctx.elementwise(1.0, ctx.elementwise(odd, 2.0, Op.PROD), Op.SUB, x.dtype)
     out = ctx.elementwise(magnitude, sign, Op.PROD)
     return out if dtype in FLOATS else ctx.unary(out, Un.ROUND)
+
+
+def _prefixes(ctx, call, x):
+    """For ops over every prefix along ``dim`` at once: ``x`` with that dim moved last (``[..., n]``), the
+    other sizes, ``n``, the ``[n, n]`` mask of ``i <= j`` (row j: the prefix ending at j) and the order
+    that moves the dim back."""
+    rank = len(x.shape)
+    axis = ctx.axis(call.arg("dim"), rank)
+    order = [a for a in range(rank) if a != axis] + [axis]
+    y = ctx.permute(x, order)
+    *lead, n = ctx.dims(y)
+    if isinstance(n, TracedInt):
+        raise ConversionError(f"{call.op} along a dynamic dim; make that dim static")
+    before = ctx.constant(torch.ones(n, n, dtype=torch.bool).tril(), DT.BOOL)
+    return y, lead, n, before, [order.index(a) for a in range(rank)]
+
+
+def _running_extreme(largest: bool):
+    def convert(ctx, call):
+        # Every prefix at once: x[..., i] against output position j under the mask i <= j ([..., n, n]),
+        # reduced over i. Like PyTorch's loop, a tie moves the index to the later position, and from the
+        # first NaN on the value is NaN and the index that of the latest NaN.
+        out_dtype = out_type(ctx, call)
+        dtype = DT.INT32 if out_dtype == DT.BOOL else out_dtype  # TensorRT reduces numbers only
+        x = ctx.trt(call.arg("input"), dtype)
+        if not x.shape:
+            return ctx.cast(x, out_dtype), ctx.scalar(0, DT.INT64)
+        y, lead, n, before, back = _prefixes(ctx, call, x)
+        positions = ctx.constant(torch.arange(n).reshape(1, n), DT.INT64)
+        xi = ctx.reshape(y, (*lead, 1, n))
+        if dtype in FLOATS:
+            worst = -math.inf if largest else math.inf
+            nan = ctx.unary(xi, Un.ISNAN)
+            xi = select(ctx, nan, worst, xi, dtype)  # NaNs are handled apart: the reduction never sees them
+        else:
+            info = torch.iinfo(to_torch(dtype))
+            worst = info.min if largest else info.max
+        value = reduce(ctx, select(ctx, before, xi, worst, dtype), Red.MAX if largest else Red.MIN, -1, True)
+        hit = ctx.elementwise(before, ctx.elementwise(xi, value, Op.EQUAL), Op.AND)
+        index = reduce(ctx, select(ctx, hit, positions, -1, DT.INT64), Red.MAX, -1, False)
+        value = ctx.reshape(value, (*lead, n))
+        if dtype in FLOATS:
+            seen = ctx.elementwise(before, nan, Op.AND)
+            last_nan = reduce(ctx, select(ctx, seen, positions, -1, DT.INT64), Red.MAX, -1, False)
+            has_nan = ctx.unary(ctx.elementwise(last_nan, 0, Op.LESS), Un.NOT)
+            value = select(ctx, has_nan, math.nan, value, dtype)
+            index = select(ctx, has_nan, last_nan, index, DT.INT64)
+        return ctx.cast(ctx.permute(value, back), out_dtype), ctx.permute(index, back)
+
+    return convert
+
+
+converter(*aliases("cummax", inplace=False), signature="input, dim, *, out=None")(_running_extreme(True))
+converter(*aliases("cummin", inplace=False), signature="input, dim, *, out=None")(_running_extreme(False))
+
+
+@converter(*aliases("logcumsumexp", inplace=False), signature="input, dim, *, out=None", fp32=True)
+def logcumsumexp(ctx, call):
+    # Each prefix's logsumexp shifted by that prefix's own max (every prefix at once, [..., n, n]), so
+    # early small terms are not lost to a later large one as exp(cumsum) of a global shift would lose them.
+    x = ctx.trt(call.arg("input"), out_type(ctx, call))
+    if not x.shape:
+        return x
+    y, lead, n, before, back = _prefixes(ctx, call, x)
+    terms = select(ctx, before, ctx.reshape(y, (*lead, 1, n)), -math.inf, x.dtype)
+    peak = reduce(ctx, terms, Red.MAX, -1, True)
+    finite = ctx.elementwise(ctx.unary(peak, Un.ISINF), ctx.unary(peak, Un.ISNAN), Op.OR)
+    shift = select(ctx, finite, 0.0, peak, x.dtype)  # an infinite prefix max: no shift (inf/-inf come out as such)
+    total = reduce(ctx, ctx.unary(ctx.elementwise(terms, shift, Op.SUB), Un.EXP), Red.SUM, -1, True)
+    out = ctx.reshape(ctx.elementwise(ctx.unary(total, Un.LOG), shift, Op.SUM), (*lead, n))
+    return ctx.permute(out, back)
 
 
 # --------------------------------------------------------------------------- top-k and sorting

@@ -70,7 +70,7 @@ def reshape(ctx, call):
 
 # ----------------------------------------------------------------------------- permutations
 
-@converter("torch.permute", "torch.Tensor.permute", signature="input, *args, **kwargs")
+@converter("torch.permute", "torch.Tensor.permute", "torch.permute_copy", signature="input, *args, **kwargs")
 def permute(ctx, call):
     x = call.arg("input")
     return permuted(ctx, x, [ctx.axis(d, x.dim()) for d in _dims_arg(call, "dims")])
@@ -108,7 +108,7 @@ def transpose(ctx, call):
     return _swap(ctx, call.arg("input"), call.arg("dim0"), call.arg("dim1"))
 
 
-@converter("torch.t", "torch.Tensor.t", "torch.Tensor.t_", signature="input")
+@converter("torch.t", "torch.Tensor.t", "torch.Tensor.t_", "torch.t_copy", signature="input")
 def t(ctx, call):
     x = call.arg("input")
     return ctx.trt(x) if x.dim() < 2 else _swap(ctx, x, 0, 1)
@@ -242,8 +242,10 @@ def _piece_sizes(ctx, call, x, axis: int) -> list:
 @converter("torch.Tensor.split", "torch.Tensor.unsafe_split", "torch.unsafe_split",
            signature="input, split_size, dim=0")
 @converter("torch.split_with_sizes", "torch.Tensor.split_with_sizes", "torch.Tensor.unsafe_split_with_sizes",
+           "torch.split_with_sizes_copy",
            signature="input, split_sizes, dim=0")
-@converter("torch.chunk", "torch.Tensor.chunk", signature="input, chunks, dim=0")
+@converter("torch.chunk", "torch.Tensor.chunk", "torch.unsafe_chunk", "torch.Tensor.unsafe_chunk",
+           signature="input, chunks, dim=0")
 def split(ctx, call):
     return _split_consecutive(ctx, call)
 
@@ -288,7 +290,7 @@ def hvdsplit(ctx, call):
             for lo, hi, o in zip(bounds, bounds[1:], call.output)]
 
 
-@converter("torch.unbind", "torch.Tensor.unbind", signature="input, dim=0")
+@converter("torch.unbind", "torch.Tensor.unbind", "torch.unbind_copy", signature="input, dim=0")
 def unbind(ctx, call):
     x = ctx.trt(call.arg("input"))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
@@ -445,7 +447,7 @@ def channel_shuffle(ctx, call):
     return ctx.reshape(y, sizes(call.output))
 
 
-@converter("torch.Tensor.unfold", signature="input, dimension, size, step")
+@converter("torch.Tensor.unfold", "torch.unfold_copy", signature="input, dimension, size, step")
 def unfold(ctx, call):
     source = call.arg("input")
     x = ctx.trt(source)

@@ -42,6 +42,17 @@ def grid_sample(ctx, call):
     return _grid_sample_layer(ctx, x, grid, mode, padding_mode, bool(call.arg("align_corners")))
 
 
+# the aten ops behind F.grid_sample, with the modes as integers (torch's GridSamplerInterpolation/Padding enums)
+@converter("torch.grid_sampler", "torch.grid_sampler_2d", "torch.grid_sampler_3d", fp32=True,
+           signature="input, grid, interpolation_mode, padding_mode, align_corners")
+def grid_sampler(ctx, call):
+    mode = ("bilinear", "nearest", "bicubic")[int(call.arg("interpolation_mode"))]
+    padding_mode = ("zeros", "border", "reflection")[int(call.arg("padding_mode"))]
+    dtype = ctx.dtype_for(call.output.dtype)
+    x, grid = ctx.trt(call.arg("input"), dtype), ctx.trt(call.arg("grid"), dtype)
+    return _grid_sample_layer(ctx, x, grid, mode, padding_mode, bool(call.arg("align_corners")))
+
+
 def _linspace(steps: int, align_corners: bool) -> np.ndarray:
     """torch's normalized pixel centers (align_corners=False) or corners (True) along one axis."""
     if steps == 1 and align_corners:

@@ -136,6 +136,11 @@ def test_index_select_traced_index():
     check_module(lambda x, i: x.index_select(1, i), torch.randn(2, 5), torch.tensor([4, 1, 1]))
 
 
+def test_index_select_of_a_0d_tensor():
+    check_module(lambda x: [x.index_select(0, torch.tensor([0])), torch.index_select(x, -1, torch.tensor(0))],
+                 torch.tensor(2.5))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dim", [0, 1, 2])
 def test_gather(dim, dtype):

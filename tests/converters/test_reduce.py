@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import check_module
+from harness import check_module, random_tensor as _make
 
 X = (2, 3, 4)
 DIMS = [None, 1, -1, (0, 2), [1, 2]]
@@ -190,3 +190,28 @@ def test_topk_sort(fn):
 def test_max_with_nan_points_at_the_nan():
     x = torch.tensor([[1.0, float("nan"), 3.0], [2.0, 0.5, 1.0]])
     check_module(lambda x: (x.max(1), x.argmax(1), x.argmin(1)), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32, torch.bool])
+def test_cummax_cummin(dtype):
+    x = _make((3, 5, 4), dtype) if dtype != torch.int32 else torch.randint(-3, 3, (3, 5, 4), dtype=dtype)  # ties
+    check_module(lambda t: [*torch.cummax(t, 1), *torch.cummin(t, -1), *t.cummax(0), *torch.cummin(t[0, 0, 0], 0)], x)
+
+
+def test_cummax_cummin_after_nan():
+    x = torch.tensor([[1.0, 3.0, 3.0, float("nan"), 2.0, float("nan"), 5.0], [2.0, 1.0, 1.0, 0.0, 4.0, 4.0, -1.0]])
+    check_module(lambda t: [*torch.cummax(t, 1), *torch.cummin(t, 1)], x)
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool])
+def test_sum_to_size(dtype):
+    check_module(lambda t: [t.sum_to_size(1, 4), t.sum_to_size((1, 3, 1)), t.sum_to_size(2, 3, 4), t.sum_to_size(1)],
+                 _make((2, 3, 4), dtype))
+
+
+
+def test_logcumsumexp():
+    inf = float("inf")
+    check_module(lambda t, s: [torch.logcumsumexp(t, 1), t.logcumsumexp(-1), torch.logcumsumexp(s, 0)],
+                 torch.randn(2, 5, 3) * 10, torch.tensor([-inf, -1000.0, 0.0, 1.0, inf, 2.0, -inf]))

@@ -154,3 +154,9 @@ def test_unfold(dim, size, step):
 
 def test_unfold_non_overlapping_is_one_layer():
     assert check_module(lambda x: x.unfold(1, 2, 2), torch.randn(3, 4, 5)).network.num_layers == 1
+
+
+def test_copy_variants_of_views():
+    check_module(lambda x: [torch.permute_copy(x, (2, 0, 1)), torch.t_copy(x[0]), *torch.unbind_copy(x, 1),
+                            torch.unfold_copy(x, 2, 2, 1), *torch.split_with_sizes_copy(x, [1, 2], 1),
+                            *torch.unsafe_chunk(x, 2, -1), *x.unsafe_chunk(3, 1)], torch.randn(2, 3, 4))
