@@ -2,7 +2,7 @@
 import importlib
 
 FAMILIES = ("activation", "elementwise", "conv", "pooling", "normalization", "linear", "shape", "reduce",
-            "indexing", "creation", "attention", "resize")
+            "indexing", "creation", "attention", "resize", "composite")
 
 for _family in FAMILIES:
     try:

@@ -57,6 +57,35 @@ def converter(*names: str, signature: Optional[str] = None, fp32: bool = False) 
     return register
 
 
+COMPOSITES: dict[str, Callable] = {}
+
+
+def composite(*names: str) -> Callable[[Callable], Callable]:
+    """Register a plain Python function, written with torch calls and taking the op's own arguments, as
+    what each torch name in ``names`` computes. When a traced call has no converter, the tracer runs the
+    function under tracing (its torch calls are converted as usual) and binds the call's result to the
+    network value of the function's result; the forward pass keeps PyTorch's own result, and a composite
+    whose result differs from it on the example is reported instead of bound. Example::
+
+        @composite("torch.logaddexp", "torch.Tensor.logaddexp")
+        def logaddexp(input, other):
+            m = torch.maximum(input, other)
+            return m + torch.log1p(torch.exp(-torch.abs(input - other)))
+    """
+
+    def register(fn: Callable) -> Callable:
+        for name in names:
+            COMPOSITES[name] = fn
+        return fn
+
+    return register
+
+
+def composite_of(name: str) -> Optional[Callable]:
+    """The composite registered for a qualified torch name, or None."""
+    return COMPOSITES.get(name)
+
+
 def lookup(name: str) -> Optional[Converter]:
     """The converter registered for a qualified torch name, or None."""
     return CONVERTERS.get(name)

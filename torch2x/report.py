@@ -67,6 +67,12 @@ class ConversionReport:
         self.data_dependent: dict[str, UnsupportedCall] = {}
         self.converted_calls = 0
         self.num_layers = 0
+        self.notes: list[str] = []  # what the network does differently from PyTorch, by choice (float64)
+
+    def add_note(self, note: str) -> None:
+        """Record ``note`` once: a deliberate difference from PyTorch that still converts (not unsupported)."""
+        if note not in self.notes:
+            self.notes.append(note)
 
     def add_data_dependent(self, op: str, module_path: str, example: str) -> None:
         """A Python value read from a traced tensor's data: the network keeps the value of this example."""
@@ -83,6 +89,15 @@ class ConversionReport:
         entry.count += 1
         entry.module_paths[module_path or "<root>"] += 1
 
+    def merge_warnings(self, other: "ConversionReport") -> None:
+        """Take ``other``'s data-dependent reads and notes (a composite's inner report) into this one."""
+        for op, entry in other.data_dependent.items():
+            mine = self.data_dependent.setdefault(op, UnsupportedCall(op, entry.reason, example=entry.example))
+            mine.count += entry.count
+            mine.module_paths.update(entry.module_paths)
+        for note in other.notes:
+            self.add_note(note)
+
     @property
     def ok(self) -> bool:
         """True when every traced call was converted."""
@@ -91,7 +106,7 @@ class ConversionReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "converted_calls": self.converted_calls, "num_layers": self.num_layers,
                 "unsupported": [u.to_dict() for u in self.unsupported.values()],
-                "data_dependent": [u.to_dict() for u in self.data_dependent.values()]}
+                "data_dependent": [u.to_dict() for u in self.data_dependent.values()], "notes": list(self.notes)}
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -100,6 +115,7 @@ class ConversionReport:
         head = f"torch2x report: {self.converted_calls} calls converted into {self.num_layers} layers"
         warnings = "".join(f"\nwarning: {u.op} at {', '.join(u.module_paths)}: {u.reason}"
                            for u in self.data_dependent.values())
+        warnings += "".join(f"\nnote: {n}" for n in self.notes)
         if self.ok:
             return head + ", no unsupported calls" + warnings
         rows = [("op", "count", "module paths", "example arguments", "reason")]

@@ -24,9 +24,10 @@ from torch.overrides import TorchFunctionMode
 
 from . import layout
 from .context import ConversionContext, ConversionError
+from .dtypes import FLOAT64_NOTE
 from .flavour import trt
 from .layout import Channels
-from .registry import Call, lookup, signature_of
+from .registry import Call, composite_of, lookup, signature_of
 from .report import ConversionReport, UnsupportedWithPlaceholder, describe_value
 from .shapes import TracedInt
 
@@ -259,6 +260,31 @@ class _BypassWatch(TorchFunctionMode):
         return self.tracer.on_bypass(func, args, kwargs)
 
 
+def composite_disagrees(produced: list, expected: list) -> Optional[str]:
+    """Why a composite's real results ``produced`` are not PyTorch's ``expected`` ones (None when they
+    agree: same count and shapes, equal integers and bools, floats within 1e-4 relative error with the
+    same non-finite values)."""
+    if len(produced) != len(expected):
+        return f"the composite returned {len(produced)} tensors for {len(expected)} outputs"
+    for p, t in zip(produced, expected):
+        if p.shape != t.shape:
+            return f"the composite's result has shape {tuple(p.shape)}, PyTorch's {tuple(t.shape)}"
+        p = p.to(t.dtype)
+        if not t.is_floating_point():
+            if not torch.equal(p, t):
+                return "the composite's result differs from PyTorch's on this input"
+            continue
+        p, t = p.double(), t.double()
+        finite = torch.isfinite(t)
+        if not torch.equal(finite, torch.isfinite(p)) or not torch.equal(p[~finite].nan_to_num(), t[~finite].nan_to_num()):
+            return "the composite's non-finite values differ from PyTorch's on this input"
+        scale = t[finite].norm().item()
+        err = (p[finite] - t[finite]).norm().item() / (scale if scale > 0 else 1.0)
+        if err > 1e-4:
+            return f"the composite's result differs from PyTorch's on this input (relative error {err:.2g})"
+    return None
+
+
 def _checked_channels(ctx: ConversionContext, t: torch.Tensor, ch: Channels, probed: Optional[list],
                       index: int) -> Channels:
     """A converter's result in channel layout, checked against the real output as network tensors are."""
@@ -426,7 +452,7 @@ class Tracer:
                 self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
             return out
         if poisoned:
-            if lookup(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
+            if lookup(qualname) is None and composite_of(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
                 self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
             self._poison(outputs)
             return out
@@ -441,6 +467,8 @@ class Tracer:
             self._poison(outputs)
             return out
         conv = lookup(qualname)
+        if conv is None and composite_of(qualname) is not None:
+            return self._composite(qualname, args, kwargs, out, outputs, probed)
         if conv is None:
             self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
             self._poison(outputs)
@@ -501,7 +529,57 @@ class Tracer:
         if placeholder is not None:
             self.report.add_unsupported(qualname, path, str(placeholder), self._example(args, kwargs), placeholder=True)
             return out
+        self._note_narrowed(qualname, outputs)
         self.report.converted_calls += 1
+        return out
+
+    def _note_narrowed(self, qualname: str, outputs: list) -> None:
+        """A converted call whose PyTorch result is float64 computes in float32 in the network: say so."""
+        if any(t.dtype == torch.float64 for t in outputs):
+            self.report.add_note(f"{qualname}: {FLOAT64_NOTE}")
+
+    def _composite(self, qualname: str, args: tuple, kwargs: dict, out: Any, outputs: list,
+                   probed: Optional[list]) -> Any:
+        """Convert a call without a converter through its composite (``torch2x.composite``): run the
+        composite under tracing, check its real result against PyTorch's, bind the call's outputs to the
+        composite's network values. Anything that goes wrong inside reports the call itself."""
+        path, example = self.module_path, self._example(args, kwargs)
+        inner = ConversionReport()
+        saved = self.report, self.probe
+        self.report, self.probe, self.busy = inner, None, False  # (the probe pass saw one call, not its parts)
+        try:
+            result, reason = composite_of(qualname)(*args, **kwargs), None
+        except Exception as exc:  # noqa: BLE001 -- a composite refusing its arguments, or failing: reported
+            log.debug("composite for %s failed at %s", qualname, path or "<root>", exc_info=True)
+            result = None
+            reason = str(exc) if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
+        finally:
+            self.report, self.probe, self.busy = saved[0], saved[1], True
+        self.report.merge_warnings(inner)
+        produced = tensor_leaves(result)
+        if reason is None:
+            reason = ("; ".join(f"{u.op}: {u.reason}" for u in inner.unsupported.values()) or
+                      composite_disagrees(produced, outputs))
+        bindings = []
+        if reason is None:
+            try:
+                for i, (t, p) in enumerate(zip(outputs, produced)):
+                    it = self.ctx.trt(p)
+                    if probed is not None:
+                        self._check_dynamic_dims(t, it, probed[i])
+                    if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
+                        it = self.ctx.cast(it, self.ctx.dtype_for(t.dtype))
+                    bindings.append((t, it))
+            except ConversionError as exc:
+                reason = str(exc)
+        if reason is not None:
+            self.report.add_unsupported(qualname, path, f"through its composite: {reason}", example)
+            self._poison(outputs)
+            return out
+        for t, it in bindings:
+            self.ctx.bind(t, it)
+        self._note_narrowed(qualname, outputs)
+        self.report.converted_calls += 1 + inner.converted_calls
         return out
 
     def _sizes(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Any:
