@@ -29,7 +29,8 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -144,14 +145,14 @@ def _split(sample: Any) -> tuple:
     return unique, spec
 
 
-def _compare(out: Any, ref: Any, uninitialized: bool, tied_indices: bool = False) -> Optional[str]:
+def _compare(out: Any, ref: Any, uninitialized: bool, tied_indices: bool = False) -> str | None:
     """None when the interpreter's ``out`` matches eager ``ref``; else what differs. ``tied_indices``:
     int64 outputs are indices chosen among equal values, which PyTorch does not specify (shape only)."""
     outs, out_spec = _flat(out)
     refs, ref_spec = _flat(ref)
     if out_spec != ref_spec or len(outs) != len(refs):
         return f"output structure {out_spec} != {ref_spec}"
-    for i, (o, r) in enumerate(zip(outs, refs)):
+    for i, (o, r) in enumerate(zip(outs, refs, strict=True)):
         if tuple(o.shape) != tuple(r.shape):
             return f"output {i}: shape {tuple(o.shape)} != {tuple(r.shape)}"
         want = torch.float32 if r.dtype == torch.float64 else r.dtype  # float64 computes in float32 (noted)
@@ -243,7 +244,7 @@ def _reasons(report: Any) -> str:
     return "; ".join(f"{u.op}: {u.reason}" for u in report.unsupported.values())[:300]
 
 
-def run(ops: Optional[Iterable[Any]] = None, dtypes: tuple = (torch.float32,),
+def run(ops: Iterable[Any] | None = None, dtypes: tuple = (torch.float32,),
         picks: Iterable[int] = (0,)) -> Iterator[Outcome]:
     """Outcomes of the samples at positions ``picks`` of each entry in each of ``dtypes`` it supports."""
     for op in (op_db() if ops is None else ops):
@@ -257,7 +258,7 @@ def run(ops: Optional[Iterable[Any]] = None, dtypes: tuple = (torch.float32,),
                 yield run_sample(op, sample, dtype)
 
 
-def first_float32(ops: Optional[Iterable[Any]] = None) -> list:
+def first_float32(ops: Iterable[Any] | None = None) -> list:
     """The coverage measure: the outcome of the first float32 sample of every entry."""
     return list(run(ops, (torch.float32,), (0,)))
 
@@ -268,7 +269,7 @@ def summary(outcomes: list) -> str:
             + "(" + ", ".join(f"{n} {s}" for s, n in counts.items() if s != "match") + ")")
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torch2x.opinfo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--summary", action="store_true", help="print the count only")
     parser.add_argument("--only", nargs="*", help="entry names to run (default: all)")

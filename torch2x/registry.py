@@ -82,8 +82,29 @@ def composite(*names: str) -> Callable[[Callable], Callable]:
 
 
 def composite_of(name: str) -> Optional[Callable]:
-    """The composite registered for a qualified torch name, or None."""
-    return COMPOSITES.get(name)
+    """The composite registered for a qualified torch name; else PyTorch's own reference implementation
+    of the op (``torch._refs``, written with torch calls), when it has one; else None."""
+    fn = COMPOSITES.get(name)
+    return fn if fn is not None else _reference(name)
+
+
+_REF_MODULES = {"torch": "torch._refs", "torch.Tensor": "torch._refs", "torch.nn.functional": "torch._refs.nn.functional",
+                "torch.special": "torch._refs.special", "torch.linalg": "torch._refs.linalg", "torch.fft": "torch._refs.fft"}
+
+
+def _reference(name: str) -> Optional[Callable]:
+    import importlib
+
+    owner, _, short = name.rpartition(".")
+    module = _REF_MODULES.get(owner)
+    if module is None or short.startswith("_") or short.endswith("_"):  # (in-place ops stay unsupported)
+        return None
+    try:
+        fn = getattr(importlib.import_module(module), short, None)
+    except ImportError:
+        return None
+    # a Python function written with torch calls; not an op overload (which would run the op itself again)
+    return fn if inspect.isfunction(fn) else None
 
 
 def lookup(name: str) -> Optional[Converter]:

@@ -89,12 +89,8 @@ class ConversionReport:
         entry.count += 1
         entry.module_paths[module_path or "<root>"] += 1
 
-    def merge_warnings(self, other: "ConversionReport") -> None:
-        """Take ``other``'s data-dependent reads and notes (a composite's inner report) into this one."""
-        for op, entry in other.data_dependent.items():
-            mine = self.data_dependent.setdefault(op, UnsupportedCall(op, entry.reason, example=entry.example))
-            mine.count += entry.count
-            mine.module_paths.update(entry.module_paths)
+    def merge_notes(self, other: "ConversionReport") -> None:
+        """Take ``other``'s notes (a composite's inner report) into this one."""
         for note in other.notes:
             self.add_note(note)
 

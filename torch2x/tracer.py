@@ -315,6 +315,7 @@ class Tracer:
         self.on_top_module_done: Optional[Callable[[str], None]] = None  # progress over top-level modules
         self._hooks: list = []
         self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
+        self._in_composite: set = set()  # ops whose composite is running
 
     # --- module paths ---------------------------------------------------------------
     @property
@@ -467,7 +468,7 @@ class Tracer:
             self._poison(outputs)
             return out
         conv = lookup(qualname)
-        if conv is None and composite_of(qualname) is not None:
+        if conv is None and qualname not in self._in_composite and composite_of(qualname) is not None:
             return self._composite(qualname, args, kwargs, out, outputs, probed)
         if conv is None:
             self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
@@ -547,6 +548,7 @@ class Tracer:
         inner = ConversionReport()
         saved = self.report, self.probe
         self.report, self.probe, self.busy = inner, None, False  # (the probe pass saw one call, not its parts)
+        self._in_composite.add(qualname)  # a composite calling its own op reports it instead of recursing
         try:
             result, reason = composite_of(qualname)(*args, **kwargs), None
         except Exception as exc:  # noqa: BLE001 -- a composite refusing its arguments, or failing: reported
@@ -555,11 +557,17 @@ class Tracer:
             reason = str(exc) if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
         finally:
             self.report, self.probe, self.busy = saved[0], saved[1], True
-        self.report.merge_warnings(inner)
+            self._in_composite.discard(qualname)
+        self.report.merge_notes(inner)
         produced = tensor_leaves(result)
+        if reason is None and inner.data_dependent:  # a composite must not freeze the example's values
+            reason = "reads tensor values in Python (" + ", ".join(inner.data_dependent) + ")"
         if reason is None:
             reason = ("; ".join(f"{u.op}: {u.reason}" for u in inner.unsupported.values()) or
                       composite_disagrees(produced, outputs))
+        if reason is None and not all(self.ctx.has(p) for p in produced):
+            # computed around the tracer: binding it would freeze the example's values into a constant
+            reason = "its result was computed outside the tracer (calls torch2x cannot see)"
         bindings = []
         if reason is None:
             try:
