@@ -27,7 +27,7 @@ from .context import ConversionContext, ConversionError
 from .dtypes import FLOAT64_NOTE
 from .flavour import trt
 from .layout import Channels
-from .registry import Call, composite_of, lookup, signature_of
+from .registry import COMPOSITES, Call, composite_of, lookup, signature_of
 from .report import ConversionReport, UnsupportedWithPlaceholder, describe_value
 from .shapes import TracedInt
 
@@ -581,7 +581,10 @@ class Tracer:
             except ConversionError as exc:
                 reason = str(exc)
         if reason is not None:
-            self.report.add_unsupported(qualname, path, f"through its composite: {reason}", example)
+            # (a reference found in torch._refs is our attempt, not something the user registered)
+            reason = (f"through its composite: {reason}" if qualname in COMPOSITES else
+                      f"no converter (nor does its torch._refs reference convert: {reason})")
+            self.report.add_unsupported(qualname, path, reason, example)
             self._poison(outputs)
             return out
         for t, it in bindings:
