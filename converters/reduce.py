@@ -359,6 +359,9 @@ def _top(ctx, x, k: int, axis: int, largest: bool):
     if x.dtype == DT.BOOL:
         x = ctx.cast(x, DT.INT32)  # top-k takes numbers only
     shape = tuple(x.shape)
+    if shape and shape[axis] < 0 and (ctx.exact_sizes or k < 0):
+        # a count made at run time (hybrid execution) may hold fewer than k elements; TensorRT's k is fixed
+        raise ConversionError(f"top-k/sort along a dynamic dim whose size is only known at run time (k={k})")
     if len(shape) < 2:  # top-k needs rank >= 2
         x, axis = ctx.reshape(x, (1,) * (2 - len(shape)) + shape), axis + 2 - len(shape)
     layer = ctx.network.add_topk(x, trt.TopKOperation.MAX if largest else trt.TopKOperation.MIN, int(k), 1 << axis)

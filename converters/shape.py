@@ -292,6 +292,9 @@ def hvdsplit(ctx, call):
 def unbind(ctx, call):
     x = ctx.trt(call.arg("input"))
     axis = ctx.axis(call.arg("dim"), len(x.shape))
+    if x.shape[axis] < 0 and ctx.exact_sizes:  # Python would loop over the example's count
+        raise ConversionError("unbind (or iteration) along a dim whose size is only known at run time gives the "
+                              "example's number of pieces")
     # A gather with a scalar index drops the axis in one layer (the index constants are shared).
     return [ctx.network.add_gather(x, ctx.scalar(k, trt.DataType.INT64), axis).get_output(0)
             for k in range(len(call.output))]

@@ -6,5 +6,6 @@ nms/batched_nms; F.grid_sample) and their tracer targets.
 from . import sampling  # noqa: F401
 from . import roi_align  # noqa: F401,E402
 from . import nms  # noqa: F401,E402
+from . import torchvision_steps  # noqa: F401,E402
 from .nms import batched_nms_padded, nms_padded  # noqa: F401,E402
 from .custom import PLUGIN_OPS, plugin_op  # noqa: F401,E402

@@ -113,3 +113,85 @@ def _clone(x: Any) -> Any:
     from torch2x.structure import unflatten
 
     return unflatten(spec, [t.clone() for t in tensors])
+
+
+def check_hybrid(model: Union[torch.nn.Module, Callable], *inputs: Any, others: tuple = (), rtol: float = 1e-4,
+                 **options: Any) -> Any:
+    """Convert ``model(*inputs)`` with ``fallback=True``; the interpreted hybrid program matches PyTorch on
+    ``inputs`` and on each input tuple of ``others``; every segment's engine builds; the HybridModule's
+    state dict loads with ``weights_only=True`` into ``HybridModule()`` with the same program, constants and
+    engines, and the loaded program (segments interpreted in place of the engines) matches PyTorch too.
+    Returns the HybridNetwork."""
+    import io
+
+    from torch2x.hybrid import HybridModule, HybridNetwork, run_program
+
+    module = model if isinstance(model, torch.nn.Module) else _Wrap(model)
+    module.eval()
+    net = torch2x.build_network(module, [_clone(x) for x in inputs], fallback=True, **options)
+    assert isinstance(net, HybridNetwork), "no call runs in PyTorch: expected a hybrid network"
+    references = []
+    for xs in (inputs, *others):
+        with torch.no_grad():
+            references.append(module(*[_clone(x) for x in xs]))
+        compare(net.interpret(*[_clone(x) for x in xs]), references[-1], rtol)
+    engines = net.build_engines()
+    assert all(len(e) > 0 for e in engines)
+    buffer = io.BytesIO()
+    torch.save(net.to_module(engines).state_dict(), buffer)
+    buffer.seek(0)
+    restored = HybridModule()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.program == net.program
+    assert [m.engine_bytes for m in restored.engines] == engines
+    assert len(restored.constants) == len(net.constants)
+    assert all(torch.equal(a, b) for a, b in zip(restored.constants, net.constants))
+    for xs, reference in zip((inputs, *others), references):
+        out = run_program(restored.program, restored.constants, tuple(_clone(x) for x in xs),
+                          lambda k, ts: net.segments[k].interpret(*ts), restored._targets)
+        compare(out, reference, rtol)
+    return net
+
+
+def torch_steps(net: Any) -> list:
+    """The function names of a hybrid program's PyTorch steps, in run order."""
+    return [s["fn"] for s in net.program["steps"] if "engine" not in s]
+
+
+DETECTION_OPTIONS = {  # thresholds under which random-weight heads still keep boxes; all at 320x320
+    "fasterrcnn_mobilenet_v3_large_320_fpn": {"box_score_thresh": 0.005},
+    "retinanet_resnet50_fpn": {"score_thresh": 0.005, "min_size": 320, "max_size": 320},
+    "ssdlite320_mobilenet_v3_large": {},
+    "fcos_resnet50_fpn": {"min_size": 320, "max_size": 320},
+    "maskrcnn_resnet50_fpn": {"min_size": 320, "max_size": 320},
+    "keypointrcnn_resnet50_fpn": {"min_size": 320, "max_size": 320},
+}
+
+
+def detection_image(seed: int, size: int = 320) -> torch.Tensor:
+    """A ``[3, size, size]`` image of a few flat rectangles on a gradient: edges and regions for random
+    filters to respond to (uniform noise gives every box the same features, so scores tie)."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    image = torch.stack([x, y, x * y]) * 0.5
+    for _ in range(6):
+        x0, y0 = torch.randint(0, size - 60, (2,), generator=g).tolist()
+        w, h = torch.randint(20, size // 3, (2,), generator=g).tolist()
+        image[:, y0:y0 + h, x0:x0 + w] = torch.rand(3, 1, 1, generator=g)
+    return image
+
+
+def detection_model(name: str) -> torch.nn.Module:
+    """A torchvision detection model in eval mode with random weights (fixed seed), its backbone's batch-norm
+    statistics taken from one batch of normalized images as in a trained model (with the default ones,
+    activations vanish or explode and every score ties)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, **DETECTION_OPTIONS[name])
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    with torch.no_grad():
+        model.backbone.train()(torch.stack([model.transform.normalize(detection_image(s)) for s in range(10, 14)]))
+    return model.eval()

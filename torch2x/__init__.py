@@ -9,8 +9,10 @@ The whole public API is imported here.
 from . import flavour  # noqa: F401  (fails early with an ImportError naming the extra to install)
 from .calibration import CalibrationCache
 from .check import CheckResult, check
+from .compile import CompileReport, GraphConversionError, compile_report
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
+from .hybrid import HybridError, HybridModule, HybridNetwork
 from .interpreter import InterpreterInputError, UnsupportedLayerError, interpret
 from .network import ConvertedNetwork, EngineBuildError, build_engine, build_network, report
 from .precision import PrecisionPolicy
@@ -25,5 +27,6 @@ __all__ = [
     "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "composite", "Call",
     "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
-    "UnsupportedOperatorError",
+    "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",
+    "compile_report", "CompileReport", "GraphConversionError",
 ]

@@ -89,6 +89,9 @@ class ConversionContext:
         self._call_name = "op"
         self._call_layers = 0
         self.quantizer: Any = None  # a torch2x.quantization.Quantizer in an int8 conversion
+        # Sizes may be anything from 0 up at run time (hybrid execution: counts made by PyTorch steps), so
+        # converters must not assume a fixed bound stays inside a dynamic dim as it does in the example.
+        self.exact_sizes = False
 
     # --- naming -------------------------------------------------------------------
     def begin_call(self, module_path: str, op: str) -> None:
@@ -135,6 +138,13 @@ class ConversionContext:
         self._tensors[id(tensor)] = (tensor, itensor)
         if any(d < 0 for d in itensor.shape):  # dynamic dims: remember the example's sizes for reshapes
             self._example_sizes[itensor.name] = tuple(tensor.shape)
+
+    def unbind(self, tensor: torch.Tensor) -> None:
+        """Forget ``tensor``'s network value (hybrid execution: another segment or PyTorch wrote it in place)."""
+        for table in (self._tensors, self._channels):
+            entry = table.get(id(tensor))
+            if entry is not None and entry[0] is tensor:
+                del table[id(tensor)]
 
     def lookup(self, tensor: Any) -> Optional["trt.ITensor"]:
         """The network tensor of a traced torch tensor, or None for anything else."""
@@ -458,7 +468,8 @@ class ConversionContext:
                                    trt.ElementWiseOperation.SUB)
         else:
             op = {"add": trt.ElementWiseOperation.SUM, "sub": trt.ElementWiseOperation.SUB,
-                  "mul": trt.ElementWiseOperation.PROD, "floordiv": trt.ElementWiseOperation.FLOOR_DIV}[kind]
+                  "mul": trt.ElementWiseOperation.PROD, "floordiv": trt.ElementWiseOperation.FLOOR_DIV,
+                  "min": trt.ElementWiseOperation.MIN, "max": trt.ElementWiseOperation.MAX}[kind]
             out = self.elementwise(self.shape_value(a), self.shape_value(b), op)
         self._constants[key] = (size, out)
         return out
@@ -502,6 +513,9 @@ class ConversionContext:
         unknown = [i for i, s in enumerate(out) if isinstance(s, TracedInt) or s == -1]
         if len(unknown) == 1:
             out[unknown[0]] = -1
+        elif -1 in out:  # TensorRT infers one -1 only when nothing else is computed: compute it too
+            i = out.index(-1)
+            out[i] = math.prod(self.dims(itensor)) // math.prod(s for j, s in enumerate(shape) if j != i)
         return tuple(out)
 
     def _dynamic_target(self, itensor: "trt.ITensor", shape: tuple) -> tuple:

@@ -28,7 +28,7 @@ class TracedInt(int):
     """An int computed from the dynamic dims of traced tensors.
 
     ``expr`` is ``("dim", network tensor, axis)`` or ``(op name, left, right)`` with operands that are
-    ints or TracedInts; ``op name`` is one of ``add sub mul floordiv mod``.
+    ints or TracedInts; ``op name`` is one of ``add sub mul floordiv mod min max``.
     """
 
     expr: tuple
@@ -78,6 +78,21 @@ class TracedInt(int):
 
 
 Size = Union[int, TracedInt]
+
+
+def smallest(a: Any, b: Any) -> Any:
+    """``min(a, b)`` that stays a traced size (a MIN shape layer) when either is traced, instead of freezing
+    the example's choice: ``x[:150]`` over a dim that may hold fewer than 150 rows at run time."""
+    if not (isinstance(a, TracedInt) or isinstance(b, TracedInt)):
+        return min(a, b)
+    return TracedInt(min(int(a), int(b)), ("min", a, b))
+
+
+def largest(a: Any, b: Any) -> Any:
+    """``max(a, b)``, likewise (a MAX shape layer)."""
+    if not (isinstance(a, TracedInt) or isinstance(b, TracedInt)):
+        return max(a, b)
+    return TracedInt(max(int(a), int(b)), ("max", a, b))
 
 
 def is_traced(value: Any) -> bool:

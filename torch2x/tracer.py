@@ -10,6 +10,7 @@ when the last active tracer exits, also on errors.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -101,13 +102,42 @@ def register_target(owner: Any, name: str, qualname: str) -> None:
     _EXTRA_TARGETS.append((owner, name, qualname))
 
 
+TRACEABLE: dict[str, Callable] = {}  # qualified name -> the function ``traceable`` wrapped
+
+
 def traceable(qualname: str) -> Callable[[Callable], Callable]:
     """Decorator: calls of a Python function go through the tracer as ``qualname``, wherever it is
     looked up from (``from x import f`` included)."""
-    return lambda fn: _wrap(fn, qualname)
+
+    def wrap(fn: Callable) -> Callable:
+        TRACEABLE[qualname] = fn
+        return _wrap(fn, qualname)
+
+    return wrap
 
 
-def _targets() -> list:
+def current() -> Optional["Tracer"]:
+    """The tracer converting on this thread, or None (for code that drives a forward pass itself, such as
+    the ``torch.compile`` backend running a Dynamo graph node by node)."""
+    return getattr(_local, "tracer", None)
+
+
+@contextlib.contextmanager
+def module_scope(path: str) -> Iterator[None]:
+    """Attribute the calls made inside to module ``path`` (layer names, report rows) when the module itself
+    is not called: a Dynamo graph has inlined its modules and keeps each node's module path as metadata."""
+    tracer = current()
+    if tracer is None:
+        yield
+        return
+    tracer._path_stack.append(path)
+    try:
+        yield
+    finally:
+        tracer._path_stack.pop()
+
+
+def targets() -> list:
     """Every (owner, attribute, qualified name, is a property) the tracer wraps."""
     out = list(_torch_targets())
     for owner, name, qualname in _EXTRA_TARGETS:
@@ -176,7 +206,7 @@ def _install() -> None:
     with _install_lock:
         if _install_count == 0:
             try:
-                for owner, name, qualname, is_property in _targets():
+                for owner, name, qualname, is_property in targets():
                     if owner is torch.Tensor and name in _WATCH_ONLY:
                         _ORIGINAL_NAMES.setdefault(id(getattr(owner, name)), qualname)
                         continue
@@ -316,6 +346,8 @@ class Tracer:
         self._hooks: list = []
         self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
         self._in_composite: set = set()  # ops whose composite is running
+        self.calls = 0  # intercepted calls so far: a call's number names it across passes of the same model
+        self.hybrid: Any = None  # hybrid execution's planner for this pass (torch2x.hybrid), or None
 
     # --- module paths ---------------------------------------------------------------
     @property
@@ -416,6 +448,10 @@ class Tracer:
         outputs = tensor_leaves(out)
         if outputs and any(self.ctx.has(t) or self.is_poisoned(t) for t in tensor_leaves((args, kwargs))):
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            if self.hybrid is not None:  # nothing names it for a saved program: refused there
+                self.hybrid.fallback(self, None, name, args, kwargs, outputs, "called through a reference taken "
+                                     "before tracing, which torch2x cannot name")
+                return
             self.report.add_unsupported(
                 name, self.module_path, "called through a reference taken before tracing (e.g. "
                 "`from torch.nn.functional import relu`), which torch2x cannot patch: call it through "
@@ -437,11 +473,27 @@ class Tracer:
             outputs = [args[0]]
         return traced, poisoned, outputs
 
+    def _unsupported(self, index: Optional[int], qualname: str, args: tuple, kwargs: dict, outputs: list,
+                     reason: str) -> None:
+        """A call the network cannot compute: reported and its outputs poisoned, or with hybrid execution
+        handed to the planner, which runs it in PyTorch."""
+        if self.hybrid is not None:
+            self.hybrid.fallback(self, index, qualname, args, kwargs, outputs, reason)
+            return
+        self.report.add_unsupported(qualname, self.module_path, reason, self._example(args, kwargs))
+        self._poison(outputs)
+
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
+        index = self.calls
+        self.calls += 1
         probed = self._next_probe(qualname)
         if qualname in _SIZE_READS:
+            if self.hybrid is not None:
+                self.hybrid.size_read(self, args[0])
             return self._sizes(qualname, args, kwargs, out)
+        if self.hybrid is not None and self.hybrid.skip(self, index, qualname, args, kwargs, out):
+            return out
         involved = self.involved(qualname, args, kwargs, out)
         if involved is None:
             return out
@@ -458,21 +510,18 @@ class Tracer:
             self._poison(outputs)
             return out
         if self._reads_stale(traced):
-            self.report.add_unsupported(qualname, path, "reads a tensor that was modified in place through a view; "
-                                        "clone before the in-place op", self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, "reads a tensor that was modified in place "
+                              "through a view; clone before the in-place op")
             return out
         retired = [ctx.retired[id(t)][1] for t in traced if ctx.retired.get(id(t), (None,))[0] is t]
         if retired:
-            self.report.add_unsupported(qualname, path, retired[0], self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, retired[0])
             return out
         conv = lookup(qualname)
         if conv is None and qualname not in self._in_composite and composite_of(qualname) is not None:
-            return self._composite(qualname, args, kwargs, out, outputs, probed)
+            return self._composite(index, qualname, args, kwargs, out, outputs, probed)
         if conv is None:
-            self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, "no converter")
             return out
         for t in traced:
             ctx.uses[id(t)] = ctx.uses.get(id(t), 0) + 1
@@ -495,6 +544,8 @@ class Tracer:
                     raise ConversionError("the converter did not produce every output")
                 if isinstance(it, Channels):
                     bindings.append((t, _checked_channels(ctx, t, it, probed, len(bindings))))
+                    if self.hybrid is not None:
+                        self.hybrid.check_output(traced, args, kwargs, t, it.canonical_shape())
                     continue
                 it = ctx.trt(it)
                 shape = tuple(it.shape)
@@ -502,6 +553,8 @@ class Tracer:
                     raise ConversionError(f"converter bug: network shape {shape}, PyTorch gives {tuple(t.shape)}")
                 if probed is not None:
                     self._check_dynamic_dims(t, it, probed[len(bindings)])
+                if self.hybrid is not None:
+                    self.hybrid.check_output(traced, args, kwargs, t, shape)
                 expected = ctx.dtype_for(t.dtype)
                 if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
                     it = ctx.cast(it, expected)  # (float32 results stay so until a reduced op reads them)
@@ -511,8 +564,7 @@ class Tracer:
             reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, ConversionError) and any(isinstance(d, TracedInt) for t in traced for d in ctx.dims(t)):
                 reason = f"cannot handle a dynamic dimension ({reason})"
-            self.report.add_unsupported(qualname, path, reason, self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, reason)
             return out
         finally:
             ctx.fp32_region = False
@@ -528,10 +580,15 @@ class Tracer:
         if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
             self._written_through_view(args[0])
         if placeholder is not None:
+            if self.hybrid is not None:  # the op runs in PyTorch instead of its placeholder
+                self.hybrid.fallback(self, index, qualname, args, kwargs, outputs, str(placeholder))
+                return out
             self.report.add_unsupported(qualname, path, str(placeholder), self._example(args, kwargs), placeholder=True)
             return out
         self._note_narrowed(qualname, outputs)
         self.report.converted_calls += 1
+        if self.hybrid is not None:
+            self.hybrid.converted(self, index, qualname, args, kwargs, outputs)
         return out
 
     def _note_narrowed(self, qualname: str, outputs: list) -> None:
@@ -539,15 +596,17 @@ class Tracer:
         if any(t.dtype == torch.float64 for t in outputs):
             self.report.add_note(f"{qualname}: {FLOAT64_NOTE}")
 
-    def _composite(self, qualname: str, args: tuple, kwargs: dict, out: Any, outputs: list,
+    def _composite(self, index: int, qualname: str, args: tuple, kwargs: dict, out: Any, outputs: list,
                    probed: Optional[list]) -> Any:
         """Convert a call without a converter through its composite (``torch2x.composite``): run the
         composite under tracing, check its real result against PyTorch's, bind the call's outputs to the
         composite's network values. Anything that goes wrong inside reports the call itself."""
-        path, example = self.module_path, self._example(args, kwargs)
+        path = self.module_path
         inner = ConversionReport()
-        saved = self.report, self.probe
-        self.report, self.probe, self.busy = inner, None, False  # (the probe pass saw one call, not its parts)
+        # The probe pass and hybrid execution's passes see the call as one: its parts convert as a unit, or
+        # the whole call is unsupported (or runs in PyTorch), and they do not count in the call numbering.
+        saved = self.report, self.probe, self.hybrid, self.calls
+        self.report, self.probe, self.hybrid, self.busy = inner, None, None, False
         self._in_composite.add(qualname)  # a composite calling its own op reports it instead of recursing
         try:
             result, reason = composite_of(qualname)(*args, **kwargs), None
@@ -556,7 +615,7 @@ class Tracer:
             result = None
             reason = str(exc) if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
         finally:
-            self.report, self.probe, self.busy = saved[0], saved[1], True
+            (self.report, self.probe, self.hybrid, self.calls), self.busy = saved, True
             self._in_composite.discard(qualname)
         self.report.merge_notes(inner)
         produced = tensor_leaves(result)
@@ -584,13 +643,14 @@ class Tracer:
             # (a reference found in torch._refs is our attempt, not something the user registered)
             reason = (f"through its composite: {reason}" if qualname in COMPOSITES else
                       f"no converter (nor does its torch._refs reference convert: {reason})")
-            self.report.add_unsupported(qualname, path, reason, example)
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, reason)
             return out
         for t, it in bindings:
             self.ctx.bind(t, it)
         self._note_narrowed(qualname, outputs)
         self.report.converted_calls += 1 + inner.converted_calls
+        if self.hybrid is not None:
+            self.hybrid.converted(self, index, qualname, args, kwargs, outputs)
         return out
 
     def _sizes(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Any:

@@ -120,3 +120,15 @@ def test_traced_names():
 @pytest.mark.parametrize("module", [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d((5, 7))])
 def test_pool_fp16(module):
     check(module, torch.randn(2, 3, 13, 11), rtol=1e-2, fp16=True)
+
+
+@pytest.mark.parametrize("name", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
+def test_global_adaptive_pooling_of_a_dynamic_height_and_width_keeps_size_1(name):
+    """A classifier's pooling to (1, 1) after an image of dynamic size (torch.compile after a new resolution):
+    one reduction, whose output stays 1 x 1, so the flatten after it sees static dims."""
+    net = torch2x.build_network(lambda x: fn(name)(x, 1).flatten(1), [torch.randn(2, 4, 9, 12)],
+                                dynamic_shapes={"input_0": {2: (3, 9, 20), 3: (3, 12, 20)}})
+    assert tuple(net.network.get_output(0).shape) == (2, 4)
+    for shape in ((2, 4, 3, 20), (2, 4, 17, 5)):
+        x = torch.randn(shape)
+        torch.testing.assert_close(net.interpret(x), fn(name)(x, 1).flatten(1), rtol=1e-5, atol=1e-6)
