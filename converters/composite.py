@@ -190,6 +190,62 @@ def xlog1py(input, other):
     return torch.where(torch.isnan(y), y, torch.where(x == 0, torch.zeros_like(x * y), x * torch.log1p(y)))
 
 
+# Lanczos approximation (g = 7, 9 terms): float32-exact to ~1e-7 relative for x >= 0.5
+_LANCZOS = (0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+            12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7)
+
+
+@composite("torch.lgamma", "torch.Tensor.lgamma", "torch.special.gammaln")
+def lgamma(input):
+    x = _floating(input)
+    reflect = x < 0.5
+    z = torch.where(reflect, 1 - x, x) - 1  # both branches evaluate: keep the series' argument >= -0.5
+    series = torch.full_like(z, _LANCZOS[0])
+    for k, c in enumerate(_LANCZOS[1:]):
+        series = series + c / (z + (k + 1))
+    t = z + 7.5
+    positive = 0.5 * math.log(2 * math.pi) + (z + 0.5) * torch.log(t) - t + torch.log(series)
+    # lgamma(x) = log(pi / |sin(pi x)|) - lgamma(1 - x): infinite at the poles x = 0, -1, -2...
+    # (sin(pi x) of x reduced to [-0.5, 0.5] first: pi * x itself loses the digits that matter near a pole)
+    sine = torch.abs(torch.sin(math.pi * (x - torch.round(x))))
+    return torch.where(reflect, math.log(math.pi) - torch.log(sine) - positive, positive)
+
+
+@composite("torch.mvlgamma", "torch.Tensor.mvlgamma", "torch.special.multigammaln")
+def mvlgamma(input, p):
+    out = lgamma(input)
+    for i in range(1, p):
+        out = out + lgamma(input - i / 2)
+    return out + p * (p - 1) / 4 * math.log(math.pi)
+
+
+@composite("torch.digamma", "torch.Tensor.digamma", "torch.special.digamma", "torch.special.psi")
+def digamma(input):
+    x = _floating(input)
+    reflect = x < 0.5
+    z = torch.where(reflect, 1 - x, x)
+    shift = torch.zeros_like(z)
+    for _ in range(6):  # psi(z) = psi(z + 1) - 1 / z, up to where the asymptotic series is exact
+        shift = shift + torch.where(z < 6, 1 / z, torch.zeros_like(z))
+        z = torch.where(z < 6, z + 1, z)
+    inv2 = 1 / (z * z)
+    series = torch.log(z) - 0.5 / z - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (1 / 240))))
+    positive = series - shift
+    # psi(x) = psi(1 - x) - pi / tan(pi x); PyTorch gives nan at the poles (and -inf at 0)
+    out = torch.where(reflect, positive - math.pi / torch.tan(math.pi * (x - torch.round(x))), positive)
+    pole = (x <= 0) & (x == torch.floor(x))
+    return torch.where(pole, torch.where(x == 0, -math.inf, math.nan), out)
+
+
+@composite("torch.polygamma", "torch.Tensor.polygamma", "torch.special.polygamma")
+def polygamma(n, input):
+    if isinstance(n, torch.Tensor):  # (Tensor.polygamma(n) passes the tensor first)
+        n, input = input, n
+    if n != 0:
+        raise ConversionError("polygamma with n > 0: only n = 0 (digamma) is composed")
+    return digamma(input)
+
+
 @composite("torch.logcumsumexp", "torch.Tensor.logcumsumexp")
 def logcumsumexp(input, dim):
     m = torch.amax(input, dim, keepdim=True)

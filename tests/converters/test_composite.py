@@ -160,3 +160,10 @@ def test_float64_inside_the_network_narrows_without_an_output_note():
 def test_float64_inputs_stay_refused():
     with pytest.raises(TypeError, match="float64"):
         torch2x.build_network(lambda t: t * 2, [torch.randn(3, dtype=torch.float64)])
+
+
+def test_gamma_functions_over_the_whole_line():
+    # negatives near the poles included: the reflection reduces pi * x first, as float32 needs
+    x = torch.cat([torch.linspace(-9.9, 12, 397), torch.tensor([0.5, 1.0, 2.0, 1e-3, -1e-3, 40.0])])
+    check_module(several(torch.lgamma, torch.digamma, lambda t: torch.mvlgamma(t.abs() + 2, 3),
+                         lambda t: torch.special.gammaln(t)), x, build=False)
