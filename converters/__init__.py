@@ -2,7 +2,7 @@
 import importlib
 
 FAMILIES = ("activation", "elementwise", "conv", "pooling", "normalization", "linear", "shape", "reduce",
-            "indexing", "creation", "attention", "resize", "matrix", "scatter", "search")
+            "indexing", "creation", "attention", "resize", "matrix", "scatter", "search", "composite")
 
 for _family in FAMILIES:
     try:

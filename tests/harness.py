@@ -194,4 +194,10 @@ def detection_model(name: str) -> torch.nn.Module:
             m.momentum = None
     with torch.no_grad():
         model.backbone.train()(torch.stack([model.transform.normalize(detection_image(s)) for s in range(10, 14)]))
+        for path, m in model.named_modules():  # scores spread out as a trained head's do (init: std 0.01)
+            if path.endswith(("cls_logits", "cls_score")) and isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.normal_(m.weight, std=CLASSIFIER_STD)
     return model.eval()
+
+
+CLASSIFIER_STD = 0.1

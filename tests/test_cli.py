@@ -10,12 +10,26 @@ import pytest
 import torch
 
 import torch2x
+from torch2x.cli import main
 
 MODEL_FILE = textwrap.dedent('''
     import torch.nn as nn
 
     def small():
         return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def raises():
+        class M(nn.Module):
+            def forward(self, x):
+                assert x.shape[-1] == 224, "Wrong image width"
+                return x
+        return M()
+
+    def broken_factory():
+        raise RuntimeError("factory broke")
+
+    def not_a_module():
+        return 3
 
     def unsupported():
         class M(nn.Module):
@@ -74,13 +88,48 @@ def test_check_prints_table_and_passes(model_file):
     (["report", "{file}:small", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["report", "{file}:small", "--shape", "1,3,16"], "the model failed on the given inputs"),
     (["report", "{file}:small", "--shape", "a,b"], "--shape takes comma-separated integers"),
+    (["report", "{file}:small", "--shape=-1,3,16,16"], "--shape takes positive sizes"),
+    (["check", "{file}:raises", "--shape", "1,3,16,16"], "the model failed on the given inputs"),
+    (["report", "{file}:raises", "--shape", "1,3,16,16"], "AssertionError: Wrong image width"),
+    (["convert", "{file}:raises", "--shape", "1,3,16,16", "-o", "x.pth"], "the model failed on the given inputs"),
+    (["report", "{file}:broken_factory"], "failed: RuntimeError: factory broke"),
+    (["report", "{file}:not_a_module"], "returned a int, not a torch.nn.Module"),
+    (["convert", "{file}:small", "--shape", "1,3,16,16", "-o", "missing_dir/x.pth"], "does not exist"),
+    (["convert", "{file}:small", "--shape", "1,3,16,16", "-o", "x.pth", "--plan", "missing_dir/x.plan"],
+     "--plan 'missing_dir/x.plan': directory"),
+    (["convert", "{file}:small", "--shape", "1,3,16,16", "-o", "."], "is a directory"),
+    (["report", "{file}:small", "--shape", "1,3,16,16", "--dynamic", "7:1:2:3"], "--dynamic: input 'input_0'"),
+    (["report", "{file}:small", "--shape", "1,3,16,16", "--dynamic", "foo.0:1:2:3"], "--dynamic: dynamic_shapes"),
+    (["report", "{file}:small", "--shape", "1,3,16,16", "--dynamic", "0:1:2"], "--dynamic takes"),
+    (["report", "{file}:small", "--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
+    (["report", "{file}:small", "--int8", "--calib", "missing_dir"], "is not a directory"),
+    (["report", "{file}:small", "--int8", "--calib-cache", "missing.json"], "does not exist"),
+    (["report", "{file}:small", "--int8", "--calib", "calib", "--calib-cache", "missing_dir/c.json"], "does not exist"),
+    (["report", "{file}:small", "--int8", "--calib", "calib", "--shape", "1,3,16,16"], "--calib: cannot load"),
+    (["report", "{file}:small", "--calib", "calib"], "are for --int8"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, model_file, args, message):
-    result = run(*[a.format(file=model_file) for a in args], cwd=tmp_path)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, model_file, args, message, monkeypatch, capsys):
+    # in-process (main() is what the console script calls): a subprocess per case would cost seconds each
+    (tmp_path / "calib").mkdir()
+    (tmp_path / "calib" / "bad.pt").write_text("not a tensor")
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+    assert main([a.format(file=model_file) for a in args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torch2x: error: ") and message in lines[0], lines
+    assert set(tmp_path.iterdir()) == before  # no output file left behind
+
+
+def test_the_issues_two_paths_are_one_line_and_exit_2(tmp_path):
+    # as a new user meets them: vit_b_16 raises on a 200x200 image; a missing output directory is
+    # refused before resnet18 is even built
+    result = run("check", "torchvision:vit_b_16", "--shape", "1,3,200,200", cwd=tmp_path)
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("torch2x: error: ") and message in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("torch2x: error: the model failed on the given inputs")
+    result = run("convert", "torchvision:resnet18", "-o", "missing_dir/x.pth", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "missing_dir" in result.stderr and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")

@@ -18,7 +18,7 @@ from .interpreter import InterpreterInputError, UnsupportedLayerError, interpret
 from .build_options import BuildOptionError, BuildOptions
 from .network import ConvertedNetwork, EngineBuildError, build_engine, build_network, report
 from .precision import PrecisionPolicy
-from .registry import Call, converter
+from .registry import Call, composite, converter
 from .report import ConversionReport, UnsupportedOperatorError
 from .runtime import TRTModule, TRTModuleError
 from . import converters as _converters  # noqa: F401,E402  (registers the converters)
@@ -26,7 +26,7 @@ from . import plugins as _plugins  # noqa: F401,E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "Call",
+    "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "composite", "Call",
     "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
     "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",

@@ -65,15 +65,53 @@ def load_model(spec: str) -> Any:
         factory = getattr(user, name, None)
         if not callable(factory):
             raise UsageError(f"{source} has no callable {name!r}")
-        model = factory()
+        try:
+            model = factory()
+        except Exception as exc:  # noqa: BLE001 -- the user's factory, reported in one line
+            raise UsageError(f"{spec} failed: {_one_line(exc)}") from None
+        if not isinstance(model, torch.nn.Module):
+            raise UsageError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _writable(path: Optional[str], option: str) -> None:
+    """Refuse an output path before any work: its directory must exist and be writable."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise UsageError(f"{option} {path!r} is a directory; give a file path")
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option} {path!r}: directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path!r} is not writable")
+
+
+def _run_model(model: Any, inputs: list) -> Any:
+    """The model's own forward pass on the example inputs; a model that fails is the user's input error."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return model(*inputs)
+    except Exception as exc:  # noqa: BLE001 -- anything the user's model raises is reported in one line
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+        raise UsageError(f"the model failed on the given inputs (shapes {shapes}): {_one_line(exc)}") from None
 
 
 def _shapes(values: Optional[Sequence[str]]) -> list:
     try:
-        return [tuple(int(d) for d in v.replace("x", ",").split(",")) for v in (values or ["1,3,224,224"])]
+        shapes = [tuple(int(d) for d in v.replace("x", ",").split(",")) for v in (values or ["1,3,224,224"])]
     except ValueError:
         raise UsageError(f"--shape takes comma-separated integers like 1,3,224,224; got {values}") from None
+    if any(d < 1 for s in shapes for d in s):
+        raise UsageError(f"--shape takes positive sizes like 1,3,224,224; got {values}")
+    return shapes
 
 
 def _inputs(args) -> list:
@@ -83,15 +121,38 @@ def _inputs(args) -> list:
     return [torch.randn(s) for s in _shapes(args.shape)]
 
 
-def _options(args) -> dict:
-    options = {"fp16": args.fp16, "bf16": args.bf16, "progress": False if args.quiet else None}
+def _check_paths(args) -> None:
+    """Every path option checked before any work (nothing is converted only to fail at the end)."""
+    if args.fp16 and args.bf16:
+        raise UsageError("choose one of --fp16 and --bf16")
     if args.int8:
         if not (args.calib or args.calib_cache):
             raise UsageError("--int8 needs --calib DIR (calibration batches saved as .pt files) or --calib-cache")
+        if args.calib is None and not os.path.isfile(args.calib_cache):
+            raise UsageError(f"--calib-cache {args.calib_cache!r} does not exist; pass --calib DIR to calibrate")
+        if args.calib is not None and not os.path.isdir(args.calib):
+            raise UsageError(f"--calib {args.calib!r} is not a directory")
+        if args.calib is not None:
+            _writable(args.calib_cache, "--calib-cache")  # written after calibrating
+    elif args.calib or args.calib_cache:
+        raise UsageError("--calib and --calib-cache are for --int8")
+    _writable(getattr(args, "output", None), "-o/--output")
+    _writable(getattr(args, "plan", None), "--plan")
+
+
+def _options(args, inputs: list) -> dict:
+    options = {"fp16": args.fp16, "bf16": args.bf16, "progress": False if args.quiet else None}
+    if args.int8:
         options.update(int8=True, calibration_cache=args.calib_cache,
                        calibration_data=_calibration_batches(args.calib) if args.calib else None)
     if args.dynamic:
+        from .dynamic import parse_profiles
+
         options["dynamic_shapes"] = _dynamic(args.dynamic)
+        try:
+            parse_profiles(options["dynamic_shapes"], [f"input_{i}" for i in range(len(inputs))], inputs)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--dynamic: {_one_line(exc).split(': ', 1)[1]}") from None
     if args.fallback or args.torch_executed_op or args.torch_executed_module or args.min_block_size is not None:
         options.update(fallback=True, torch_executed_ops=args.torch_executed_op or [],
                        torch_executed_modules=args.torch_executed_module or [],
@@ -143,7 +204,13 @@ def _calibration_batches(directory: str) -> list:
     files = sorted(f for f in os.listdir(directory) if f.endswith(".pt"))
     if not files:
         raise UsageError(f"--calib {directory!r} holds no .pt files")
-    return [torch.load(os.path.join(directory, f), weights_only=True) for f in files]
+    batches = []
+    for f in files:
+        try:
+            batches.append(torch.load(os.path.join(directory, f), weights_only=True))
+        except Exception as exc:  # noqa: BLE001 -- a file the user gave, reported in one line
+            raise UsageError(f"--calib: cannot load {os.path.join(directory, f)!r}: {_one_line(exc)}") from None
+    return batches
 
 
 def _dynamic(values: Sequence[str]) -> dict:
@@ -170,7 +237,7 @@ def _build(model: Any, inputs: list, options: dict):
         raise UsageError(str(exc)) from None
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-        raise UsageError(f"the model failed on inputs of shape {shapes}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"the conversion failed on inputs of shape {shapes}: {_one_line(exc)}") from None
 
 
 def _relative_error(out, ref) -> float:
@@ -187,9 +254,11 @@ def cmd_convert(args) -> int:
     from torch2x import engine_cache
     from torch2x.structure import flatten
 
+    _check_paths(args)
     model, inputs = load_model(args.model), _inputs(args)
+    reference = flatten(_run_model(model, inputs))[0]
     started = time.perf_counter()
-    options = _options(args)
+    options = _options(args, inputs)
     cache_dir = None if options.get("fallback") else engine_cache.directory(args.engine_cache)
     if cache_dir is not None:
         cache_key = engine_cache.conversion_key(model, inputs, options)
@@ -211,8 +280,6 @@ def cmd_convert(args) -> int:
                          "save the HybridModule state dict (-o) instead")
     print(f"converted {args.model} in {time.perf_counter() - started:.1f} s: {rep.num_layers} layers")
     if not args.no_check:
-        with torch.no_grad():
-            reference = flatten(model(*inputs))[0]
         outputs = flatten(net.interpret(*inputs))[0]
         names = [f"output_{k}" for k in range(len(outputs))] if hybrid else net.output_names
         for name, out, ref in zip(names, outputs, reference):
@@ -248,11 +315,13 @@ def _save(trt_module, args) -> int:
 def cmd_report(args) -> int:
     import torch2x
 
+    _check_paths(args)
     model, inputs = load_model(args.model), _inputs(args)
+    _run_model(model, inputs)
     try:
-        rep = torch2x.report(model, inputs, **_options(args))
+        rep = torch2x.report(model, inputs, **_options(args, inputs))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"the conversion failed on the given inputs: {_one_line(exc)}") from None
     print(rep.to_json() if args.json else rep)
     return 0 if rep.usable else 1
 
@@ -260,15 +329,18 @@ def cmd_report(args) -> int:
 def cmd_check(args) -> int:
     import torch2x
 
+    _check_paths(args)
     model, inputs = load_model(args.model), _inputs(args)
+    _run_model(model, inputs)
+    options = _options(args, inputs)
     try:
         # lenient: plugin ops that TensorRT-RTX holds placeholders for still run (in PyTorch) and compare
-        result = torch2x.check(model, inputs, tolerance=args.tolerance, strict=False, **_options(args))
+        result = torch2x.check(model, inputs, tolerance=args.tolerance, strict=False, **options)
     except torch2x.UnsupportedOperatorError as exc:
         print(exc.report)
         return 1
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"the conversion failed on the given inputs: {_one_line(exc)}") from None
     report = result.network.report
     if not report.ok:
         print(report._table() if report.segments else report)  # (the check's table lists the segments)
@@ -280,7 +352,7 @@ def cmd_inspect(args) -> int:
     import torch2x
 
     model, inputs = load_model(args.model), _inputs(args)
-    options = _options(args)
+    options = _options(args, inputs)
     options.pop("progress", None)
     try:
         info = torch2x.inspect(model, inputs, gpu=args.gpu, **options)
@@ -306,7 +378,10 @@ def cmd_bench(args) -> int:
         return 0
     from .bench import bench
 
-    print(bench(load_model(args.model), _inputs(args), **_options(args)))
+    _check_paths(args)
+    model, inputs = load_model(args.model), _inputs(args)
+    _run_model(model, inputs)
+    print(bench(model, inputs, **_options(args, inputs)))
     return 0
 
 

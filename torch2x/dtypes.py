@@ -28,8 +28,18 @@ def to_torch(dtype: "trt.DataType") -> torch.dtype:
         raise TypeError(f"TensorRT data type {dtype} has no torch equivalent") from None
 
 
+def network_type(dtype: torch.dtype) -> torch.dtype:
+    """The torch dtype a network holds values of ``dtype`` in: float64 has no TensorRT type and computes in
+    float32 (as Torch-TensorRT's ``truncate_double``); every other dtype is itself."""
+    return torch.float32 if dtype == torch.float64 else dtype
+
+
+FLOAT64_NOTE = "computes float64 in float32 (TensorRT has no float64)"
+
+
 def to_trt(dtype: torch.dtype) -> "trt.DataType":
-    """``torch.float16`` -> ``trt.DataType.HALF``; float64 is not a TensorRT type, so callers narrow it first."""
+    """``torch.float16`` -> ``trt.DataType.HALF``; float64 is not a TensorRT type, so callers narrow it first
+    (:func:`network_type`)."""
     try:
         return TRT_FROM_TORCH[dtype]
     except KeyError:

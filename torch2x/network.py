@@ -13,7 +13,7 @@ from . import progress as progress_mod
 from . import quantization
 from .build_options import BuildOptions
 from .context import ConversionContext
-from .dtypes import to_trt
+from .dtypes import network_type, to_trt
 from .flavour import trt
 from .precision import PrecisionPolicy
 from .report import ConversionReport, UnsupportedOperatorError
@@ -195,7 +195,9 @@ def _mark_outputs(ctx: ConversionContext, tracer: Tracer, tensors: list, names: 
         itensor = ctx.lookup(t)
         if itensor is None:
             itensor = ctx.trt(t)  # an untraced output (a buffer, a constant) becomes a constant
-        itensor = ctx.cast(itensor, to_trt(t.dtype))  # reduced precision inside, the module's dtype outside
+        if t.dtype == torch.float64:
+            report.add_note(f"output {name!r} is float64 in PyTorch; the network returns float32 (TensorRT has no float64)")
+        itensor = ctx.cast(itensor, to_trt(network_type(t.dtype)))  # reduced precision inside, the module's dtype outside
         if itensor.name in marked or itensor.name in inputs or itensor.is_network_output:
             itensor = ctx.network.add_identity(itensor).get_output(0)
         itensor.name = name

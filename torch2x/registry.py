@@ -57,6 +57,56 @@ def converter(*names: str, signature: Optional[str] = None, fp32: bool = False) 
     return register
 
 
+COMPOSITES: dict[str, Callable] = {}
+
+
+def composite(*names: str) -> Callable[[Callable], Callable]:
+    """Register a plain Python function, written with torch calls and taking the op's own arguments, as
+    what each torch name in ``names`` computes. When a traced call has no converter, the tracer runs the
+    function under tracing (its torch calls are converted as usual) and binds the call's result to the
+    network value of the function's result; the forward pass keeps PyTorch's own result, and a composite
+    whose result differs from it on the example is reported instead of bound. Example::
+
+        @composite("torch.logaddexp", "torch.Tensor.logaddexp")
+        def logaddexp(input, other):
+            m = torch.maximum(input, other)
+            return m + torch.log1p(torch.exp(-torch.abs(input - other)))
+    """
+
+    def register(fn: Callable) -> Callable:
+        for name in names:
+            COMPOSITES[name] = fn
+        return fn
+
+    return register
+
+
+def composite_of(name: str) -> Optional[Callable]:
+    """The composite registered for a qualified torch name; else PyTorch's own reference implementation
+    of the op (``torch._refs``, written with torch calls), when it has one; else None."""
+    fn = COMPOSITES.get(name)
+    return fn if fn is not None else _reference(name)
+
+
+_REF_MODULES = {"torch": "torch._refs", "torch.Tensor": "torch._refs", "torch.nn.functional": "torch._refs.nn.functional",
+                "torch.special": "torch._refs.special", "torch.linalg": "torch._refs.linalg", "torch.fft": "torch._refs.fft"}
+
+
+def _reference(name: str) -> Optional[Callable]:
+    import importlib
+
+    owner, _, short = name.rpartition(".")
+    module = _REF_MODULES.get(owner)
+    if module is None or short.startswith("_") or short.endswith("_"):  # (in-place ops stay unsupported)
+        return None
+    try:
+        fn = getattr(importlib.import_module(module), short, None)
+    except ImportError:
+        return None
+    # a Python function written with torch calls; not an op overload (which would run the op itself again)
+    return fn if inspect.isfunction(fn) else None
+
+
 def lookup(name: str) -> Optional[Converter]:
     """The converter registered for a qualified torch name, or None."""
     return CONVERTERS.get(name)

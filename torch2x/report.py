@@ -69,6 +69,12 @@ class ConversionReport:
         self.num_layers = 0
         self.segments: list = []  # hybrid execution: engine and PyTorch steps in run order (torch2x.hybrid)
         self.engine_cache: Optional[str] = None  # with an engine cache: where the engine came from
+        self.notes: list[str] = []  # what the network does differently from PyTorch, by choice (float64)
+
+    def add_note(self, note: str) -> None:
+        """Record ``note`` once: a deliberate difference from PyTorch that still converts (not unsupported)."""
+        if note not in self.notes:
+            self.notes.append(note)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConversionReport":
@@ -97,6 +103,11 @@ class ConversionReport:
         entry.count += 1
         entry.module_paths[module_path or "<root>"] += 1
 
+    def merge_notes(self, other: "ConversionReport") -> None:
+        """Take ``other``'s notes (a composite's inner report) into this one."""
+        for note in other.notes:
+            self.add_note(note)
+
     @property
     def ok(self) -> bool:
         """True when every traced call was converted."""
@@ -110,7 +121,7 @@ class ConversionReport:
     def to_dict(self) -> dict:
         data = {"ok": self.ok, "converted_calls": self.converted_calls, "num_layers": self.num_layers,
                 "unsupported": [u.to_dict() for u in self.unsupported.values()],
-                "data_dependent": [u.to_dict() for u in self.data_dependent.values()],
+                "data_dependent": [u.to_dict() for u in self.data_dependent.values()], "notes": list(self.notes),
                 **({"segments": self.segments} if self.segments else {})}
         if self.engine_cache is not None:
             data["engine_cache"] = self.engine_cache
@@ -141,6 +152,7 @@ class ConversionReport:
         head = f"torch2x report: {self.converted_calls} calls converted into {self.num_layers} layers"
         warnings = "".join(f"\nwarning: {u.op} at {', '.join(u.module_paths)}: {u.reason}"
                            for u in self.data_dependent.values())
+        warnings += "".join(f"\nnote: {n}" for n in self.notes)
         if self.engine_cache is not None:
             warnings += "\n" + self.engine_cache
         if self.ok:

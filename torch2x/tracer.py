@@ -25,9 +25,10 @@ from torch.overrides import TorchFunctionMode
 
 from . import layout
 from .context import ConversionContext, ConversionError
+from .dtypes import FLOAT64_NOTE
 from .flavour import trt
 from .layout import Channels
-from .registry import Call, lookup, signature_of
+from .registry import COMPOSITES, Call, composite_of, lookup, signature_of
 from .report import ConversionReport, UnsupportedWithPlaceholder, describe_value
 from .shapes import TracedInt
 
@@ -289,6 +290,31 @@ class _BypassWatch(TorchFunctionMode):
         return self.tracer.on_bypass(func, args, kwargs)
 
 
+def composite_disagrees(produced: list, expected: list) -> Optional[str]:
+    """Why a composite's real results ``produced`` are not PyTorch's ``expected`` ones (None when they
+    agree: same count and shapes, equal integers and bools, floats within 1e-4 relative error with the
+    same non-finite values)."""
+    if len(produced) != len(expected):
+        return f"the composite returned {len(produced)} tensors for {len(expected)} outputs"
+    for p, t in zip(produced, expected):
+        if p.shape != t.shape:
+            return f"the composite's result has shape {tuple(p.shape)}, PyTorch's {tuple(t.shape)}"
+        p = p.to(t.dtype)
+        if not t.is_floating_point():
+            if not torch.equal(p, t):
+                return "the composite's result differs from PyTorch's on this input"
+            continue
+        p, t = p.double(), t.double()
+        finite = torch.isfinite(t)
+        if not torch.equal(finite, torch.isfinite(p)) or not torch.equal(p[~finite].nan_to_num(), t[~finite].nan_to_num()):
+            return "the composite's non-finite values differ from PyTorch's on this input"
+        scale = t[finite].norm().item()
+        err = (p[finite] - t[finite]).norm().item() / (scale if scale > 0 else 1.0)
+        if err > 1e-4:
+            return f"the composite's result differs from PyTorch's on this input (relative error {err:.2g})"
+    return None
+
+
 def _checked_channels(ctx: ConversionContext, t: torch.Tensor, ch: Channels, probed: Optional[list],
                       index: int) -> Channels:
     """A converter's result in channel layout, checked against the real output as network tensors are."""
@@ -319,6 +345,7 @@ class Tracer:
         self.on_top_module_done: Optional[Callable[[str], None]] = None  # progress over top-level modules
         self._hooks: list = []
         self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
+        self._in_composite: set = set()  # ops whose composite is running
         self.calls = 0  # intercepted calls so far: a call's number names it across passes of the same model
         self.hybrid: Any = None  # hybrid execution's planner for this pass (torch2x.hybrid), or None
 
@@ -478,7 +505,7 @@ class Tracer:
                 self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
             return out
         if poisoned:
-            if lookup(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
+            if lookup(qualname) is None and composite_of(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
                 self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
             self._poison(outputs)
             return out
@@ -491,6 +518,8 @@ class Tracer:
             self._unsupported(index, qualname, args, kwargs, outputs, retired[0])
             return out
         conv = lookup(qualname)
+        if conv is None and qualname not in self._in_composite and composite_of(qualname) is not None:
+            return self._composite(index, qualname, args, kwargs, out, outputs, probed)
         if conv is None:
             self._unsupported(index, qualname, args, kwargs, outputs, "no converter")
             return out
@@ -557,7 +586,70 @@ class Tracer:
                 return out
             self.report.add_unsupported(qualname, path, str(placeholder), self._example(args, kwargs), placeholder=True)
             return out
+        self._note_narrowed(qualname, outputs)
         self.report.converted_calls += 1
+        if self.hybrid is not None:
+            self.hybrid.converted(self, index, qualname, args, kwargs, outputs)
+        return out
+
+    def _note_narrowed(self, qualname: str, outputs: list) -> None:
+        """A converted call whose PyTorch result is float64 computes in float32 in the network: say so."""
+        if any(t.dtype == torch.float64 for t in outputs):
+            self.report.add_note(f"{qualname}: {FLOAT64_NOTE}")
+
+    def _composite(self, index: int, qualname: str, args: tuple, kwargs: dict, out: Any, outputs: list,
+                   probed: Optional[list]) -> Any:
+        """Convert a call without a converter through its composite (``torch2x.composite``): run the
+        composite under tracing, check its real result against PyTorch's, bind the call's outputs to the
+        composite's network values. Anything that goes wrong inside reports the call itself."""
+        path = self.module_path
+        inner = ConversionReport()
+        # The probe pass and hybrid execution's passes see the call as one: its parts convert as a unit, or
+        # the whole call is unsupported (or runs in PyTorch), and they do not count in the call numbering.
+        saved = self.report, self.probe, self.hybrid, self.calls
+        self.report, self.probe, self.hybrid, self.busy = inner, None, None, False
+        self._in_composite.add(qualname)  # a composite calling its own op reports it instead of recursing
+        try:
+            result, reason = composite_of(qualname)(*args, **kwargs), None
+        except Exception as exc:  # noqa: BLE001 -- a composite refusing its arguments, or failing: reported
+            log.debug("composite for %s failed at %s", qualname, path or "<root>", exc_info=True)
+            result = None
+            reason = str(exc) if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
+        finally:
+            (self.report, self.probe, self.hybrid, self.calls), self.busy = saved, True
+            self._in_composite.discard(qualname)
+        self.report.merge_notes(inner)
+        produced = tensor_leaves(result)
+        if reason is None and inner.data_dependent:  # a composite must not freeze the example's values
+            reason = "reads tensor values in Python (" + ", ".join(inner.data_dependent) + ")"
+        if reason is None:
+            reason = ("; ".join(f"{u.op}: {u.reason}" for u in inner.unsupported.values()) or
+                      composite_disagrees(produced, outputs))
+        if reason is None and not all(self.ctx.has(p) for p in produced):
+            # computed around the tracer: binding it would freeze the example's values into a constant
+            reason = "its result was computed outside the tracer (calls torch2x cannot see)"
+        bindings = []
+        if reason is None:
+            try:
+                for i, (t, p) in enumerate(zip(outputs, produced)):
+                    it = self.ctx.trt(p)
+                    if probed is not None:
+                        self._check_dynamic_dims(t, it, probed[i])
+                    if not (it.dtype == trt.DataType.FLOAT and t.dtype == torch.float32):
+                        it = self.ctx.cast(it, self.ctx.dtype_for(t.dtype))
+                    bindings.append((t, it))
+            except ConversionError as exc:
+                reason = str(exc)
+        if reason is not None:
+            # (a reference found in torch._refs is our attempt, not something the user registered)
+            reason = (f"through its composite: {reason}" if qualname in COMPOSITES else
+                      f"no converter (nor does its torch._refs reference convert: {reason})")
+            self._unsupported(index, qualname, args, kwargs, outputs, reason)
+            return out
+        for t, it in bindings:
+            self.ctx.bind(t, it)
+        self._note_narrowed(qualname, outputs)
+        self.report.converted_calls += 1 + inner.converted_calls
         if self.hybrid is not None:
             self.hybrid.converted(self, index, qualname, args, kwargs, outputs)
         return out
