@@ -91,16 +91,35 @@ def linear_as_convolution(ctx, x, weight, bias, dtype):
     return layout.note(ctx, convolve_channels(ctx, ch, w, b, dtype), ctx.dims(x)[:-1] + (w.shape[0],))
 
 
-def convolve_channels(ctx, ch, weight, bias, dtype):
-    """``ch`` (channel layout) times ``weight`` [out, in] plus ``bias`` as a 1x1 convolution, the pending
-    affine of ``ch`` (a layer norm's weight and bias) folded into the weights (in float64, so the folded
-    weights are as exact as the network's type allows)."""
-    if ch.affine:
-        weight, bias = weight.double(), bias.double()
+def folded_affine(ch, weight, bias):
+    """``weight`` [out, in] and ``bias`` [out] of a linear layer reading ``ch``, with ``ch``'s pending affine
+    (a layer norm's weight and bias) folded in, in float64 so the folded weights are as exact as the network's
+    type allows. Unchanged when nothing is pending."""
+    if not ch.affine:
+        return weight, bias
+    weight = weight.double()
+    bias = bias.double() if bias is not None else weight.new_zeros(weight.shape[0])
     if ch.shift is not None:
         bias = bias + weight @ ch.shift
     if ch.scale is not None:
         weight = weight * ch.scale
+    return weight, bias
+
+
+def _rows(ctx, x, weight, bias, dtype):
+    """The operands of ``F.linear`` over a 2-D input ``x`` [N, in] and a weight matrix: a value held in channel
+    layout with a pending affine is read as [N, in] and the affine folds into the weights (no scale layer)."""
+    ch = ctx.channels(x, dtype=dtype)
+    if ch is None or not ch.affine or any(ctx.is_traced(t) for t in (weight, bias)):
+        return x, weight, bias
+    weight, bias = folded_affine(ch, weight.detach(), None if bias is None else bias.detach())
+    return layout.materialize(ctx, x, ch.with_tensor(ch.itensor)), weight, bias
+
+
+def convolve_channels(ctx, ch, weight, bias, dtype):
+    """``ch`` (channel layout) times ``weight`` [out, in] plus ``bias`` as a 1x1 convolution, the pending
+    affine of ``ch`` (a layer norm's weight and bias) folded into the weights."""
+    weight, bias = folded_affine(ch, weight, bias)
     spatial = len(ch.itensor.shape) - 2
     layer = ctx.network.add_convolution_nd(ch.itensor, weight.shape[0], (1,) * spatial,
                                            ctx.weights(weight.reshape(weight.shape + (1,) * spatial), dtype),
@@ -111,8 +130,11 @@ def convolve_channels(ctx, ch, weight, bias, dtype):
 @converter("torch.nn.functional.linear", signature="input, weight, bias=None")
 def linear(ctx, call):
     dtype = _float_type(ctx, call)
-    x, weight = call.arg("input"), call.arg("weight")
-    as_convolution = linear_as_convolution(ctx, x, weight, call.arg("bias"), dtype)
+    x, weight, bias = call.arg("input"), call.arg("weight"), call.arg("bias")
+    # Rows [N, in] (a classifier head) stay a matrix multiply and a bias add, which TensorRT fuses into one
+    # kernel writing [N, out]; as a 1x1 convolution the [N, out, 1, 1] result needs a reshape, a copy kernel
+    # of its own when it is a network output (the logits).
+    as_convolution = None if x.dim() == 2 else linear_as_convolution(ctx, x, weight, bias, dtype)
     if as_convolution is not None:
         return as_convolution
     if weight.dim() == 1:
@@ -124,8 +146,10 @@ def linear(ctx, call):
             # int8: the weight per output channel, as a constant already at the product's rank
             weight = ctx.quantized_weights(weight.reshape((1,) * (x.dim() - 2) + tuple(weight.shape)), dtype, -2)
             x = ctx.quantize_input(call, "input", ctx.trt(x, dtype))
+        elif x.dim() == 2:
+            x, weight, bias = _rows(ctx, x, weight, bias, dtype)
         y = matmul(ctx, x, weight, dtype, transpose_b=True)
-    return add_bias(ctx, y, call.arg("bias"), dtype)
+    return add_bias(ctx, y, bias, dtype)
 
 
 @converter("torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__", "torch.linalg.matmul",

@@ -100,6 +100,34 @@ def _bins(size: int, out: int) -> list:
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
+_POINTWISE = (trt.LayerType.ACTIVATION, trt.LayerType.ELEMENTWISE, trt.LayerType.UNARY, trt.LayerType.SCALE,
+              trt.LayerType.CAST)
+
+
+def _from_convolution(ctx, x) -> bool:
+    """Whether ``x`` is a convolution's output, or computed from one by pointwise layers only.
+
+    Global pooling of such a value is a pooling layer, of any other a reduce layer. TensorRT fuses the
+    pointwise layers after a convolution into the convolution's kernel, and a pooling layer after them
+    reads that kernel's output (squeeze-and-excitation blocks: as a reduce layer, the pointwise layers
+    would move into the reduction's kernel and the convolution write its raw output for them). Anything
+    else (a concatenation, a normalization) fuses with a reduce layer into one generated kernel, where a
+    pooling layer is a kernel of its own.
+    """
+    pending, seen = [x], set()
+    while pending:
+        t = pending.pop()
+        layer = ctx.producer(t)
+        if layer is None or t.name in seen:
+            continue
+        seen.add(t.name)
+        if layer.type == trt.LayerType.CONVOLUTION:
+            return True
+        if layer.type in _POINTWISE:
+            pending += [layer.get_input(k) for k in range(layer.num_inputs) if layer.get_input(k) is not None]
+    return False
+
+
 def _adaptive(ctx, x, kind, n: int, out_sizes: tuple):
     """Adaptive pooling of the last ``n`` dims of ``x`` to ``out_sizes``.
 
@@ -110,6 +138,9 @@ def _adaptive(ctx, x, kind, n: int, out_sizes: tuple):
     """
     rank = len(x.shape)
     reduce_op = trt.ReduceOperation.MAX if kind == PT.MAX else trt.ReduceOperation.AVG
+    if all(out == 1 for out in out_sizes) and not _from_convolution(ctx, x):
+        # global pooling (see _from_convolution): one reduction over the pooled axes
+        return ctx.network.add_reduce(x, reduce_op, ((1 << n) - 1) << (rank - n), True).get_output(0)
     # a dynamic axis pooled to size 1 is a reduction over the whole axis, whose output stays 1 at every input
     # size (a pooling window of the example's size would make the output dim dynamic too)
     dims = ctx.dims(x)[-n:]

@@ -396,7 +396,10 @@ def _reversed(ctx, x, axes: set):
 
 @converter("torch.roll", "torch.Tensor.roll", signature="input, shifts, dims=None")
 def roll(ctx, call):
-    # out[i] = in[(i - shift) mod n]: one WRAP slice starting at -shift, for every rolled axis at once.
+    # out[i] = in[(i - shift) mod n]. Along an axis of static size that is in[n - shift:] then in[:n - shift]:
+    # two slices and a concatenation, which TensorRT fuses into the kernel computing the input, where a
+    # WRAP slice is a kernel of its own (swin_t's shifted windows: 5 kernels and 5 MB moved more).
+    # Axes of dynamic size: one WRAP slice starting at -shift, for all of them at once.
     source = call.arg("input")
     shifts, dims = call.arg("shifts"), call.arg("dims")
     shifts = [shifts] if isinstance(shifts, int) else list(shifts)
@@ -407,13 +410,16 @@ def roll(ctx, call):
     dims = [dims] if isinstance(dims, int) else list(dims)
     rank = len(x.shape)
     start = [0] * rank
-    size = ctx.dims(x)
     for s, d in zip(shifts, dims):
         a = ctx.axis(d, rank)
-        start[a] -= int(s)  # WRAP reads any start modulo the size, dynamic sizes included
-        if x.shape[a] >= 0:
-            start[a] %= max(int(x.shape[a]), 1)
-    y = ctx.slice(x, start, size, mode=trt.SampleMode.WRAP) if any(start) else x
+        n = int(x.shape[a])
+        if n < 0:
+            start[a] -= int(s)  # WRAP reads any start modulo the size
+            continue
+        k = -int(s) % max(n, 1)
+        if k:
+            x = _concat(ctx, [_piece(ctx, x, a, k, n - k), _piece(ctx, x, a, 0, k)], a)
+    y = ctx.slice(x, start, ctx.dims(x), mode=trt.SampleMode.WRAP) if any(start) else x
     return ctx.reshape(y, shape)
 
 

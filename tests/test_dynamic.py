@@ -111,7 +111,7 @@ def _shape_arithmetic(x):
      (2, 4, 9), {2: (6, 9, 12)}, [(2, 4, 6), (2, 4, 9), (2, 4, 12)]),
     (lambda x: x.narrow(-1, 1, x.shape[-1] - 2) * x.narrow(0, -1, 1).narrow(2, 0, x.size(2) - 2), (3, 4, 9),
      {0: (2, 3, 5), 2: (6, 9, 12)}, [(2, 4, 6), (3, 4, 9), (5, 4, 12), (4, 4, 7)]),
-    (lambda x: torch.roll(x, shifts=(1, -2), dims=(0, 2)) + x.roll(3), (2, 4, 5),
+    (lambda x: torch.roll(x, shifts=(1, -2), dims=(0, 2)) + x.roll(3) + x.roll(-1, 1), (2, 4, 5),
      {0: (1, 2, 3), 2: (3, 5, 9)}, [(1, 4, 3), (2, 4, 5), (3, 4, 9), (2, 4, 4), (1, 4, 7)]),
 ])
 def test_python_shape_arithmetic_follows_dynamic_dims(fn, example, spec, shapes):

@@ -39,13 +39,33 @@ class Mlp(torch.nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
-@pytest.mark.parametrize("shape", [(4, 8), (2, 5, 8), (2, 3, 5, 8), (2, 3, 4, 5, 8)])
+@pytest.mark.parametrize("shape", [(2, 5, 8), (2, 3, 5, 8), (2, 3, 4, 5, 8)])
 @pytest.mark.parametrize("fp16", [False, True])
 def test_linear_chain_is_convolutions_between_one_shuffle_in_and_one_out(shape, fp16):
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
     net = check_module(model, torch.randn(*shape), rtol=2e-3 if fp16 else 1e-5, fp16=fp16)
     types = [t for t in _types(net) if t != LT.CAST]
     assert types == [LT.SHUFFLE, LT.CONVOLUTION, LT.ACTIVATION, LT.CONVOLUTION, LT.SHUFFLE]
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_linear_on_rows_is_a_matrix_multiply_and_a_bias_add(fp16):
+    """[N, C] rows (a classifier head): TensorRT fuses the product and its bias add into one kernel writing
+    [N, out], where a 1x1 convolution's [N, out, 1, 1] result would need a copy kernel to become [N, out]."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+    net = check_module(model, torch.randn(4, 8), rtol=2e-3 if fp16 else 1e-5, fp16=fp16)
+    types = [t for t in _types(net) if t not in (LT.CAST, LT.CONSTANT)]
+    assert types == [LT.MATRIX_MULTIPLY, LT.ELEMENTWISE, LT.ACTIVATION, LT.MATRIX_MULTIPLY, LT.ELEMENTWISE]
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_a_pending_layer_norm_affine_folds_into_a_linear_on_rows(fp16):
+    """A ViT head: the class token of the final layer norm's output, then a linear layer."""
+    fc, ln, head = torch.nn.Linear(8, 8), _affine_layer_norm(8), torch.nn.Linear(8, 6)
+    net = check_module(lambda x: head(ln(fc(x))[:, 0]), torch.randn(2, 5, 8), rtol=2e-3 if fp16 else 1e-5,
+                       fp16=fp16)
+    types = _types(net)
+    assert types.count(LT.SCALE) == 0 and types.count(LT.MATRIX_MULTIPLY) == 1
 
 
 @pytest.mark.parametrize("fp16", [False, True])

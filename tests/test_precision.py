@@ -68,13 +68,15 @@ def test_fp16_policy_types_and_casts():
     conv = next(layer for layer in _layers(net) if layer.type == trt.LayerType.CONVOLUTION)
     conv.__class__ = trt.IConvolutionLayer
     assert conv.kernel.dtype.name == "float16"  # fp16 weights
-    # linear layers are 1x1 convolutions with their weights inside (torch2x.layout)
-    head = _typed(net, "head/linear", trt.LayerType.CONVOLUTION)
-    assert head.get_output(0).dtype == trt.DataType.HALF and head.kernel.dtype.name == "float16"
+    # linear layers over rows [N, C] are a matrix multiply with the weights in a constant of the layer's type
+    producers = _producers(net)
+    head = _typed(net, "head/linear", trt.LayerType.MATRIX_MULTIPLY)
+    assert head.get_output(0).dtype == trt.DataType.HALF and head.get_input(1).dtype == trt.DataType.HALF
+    assert producers[head.get_input(1).name].type == trt.LayerType.CONSTANT  # stored in float16, no cast
     assert _typed(net, "norm/layer_norm", trt.LayerType.NORMALIZATION).get_output(0).dtype == trt.DataType.FLOAT
     assert _typed(net, "softmax", trt.LayerType.SOFTMAX).get_output(0).dtype == trt.DataType.FLOAT
-    keep = _typed(net, "keep/linear", trt.LayerType.CONVOLUTION)
-    assert keep.get_output(0).dtype == trt.DataType.FLOAT and keep.kernel.dtype.name == "float32"
+    keep = _typed(net, "keep/linear", trt.LayerType.MATRIX_MULTIPLY)
+    assert keep.get_output(0).dtype == trt.DataType.FLOAT and keep.get_input(1).dtype == trt.DataType.FLOAT
     assert _typed(net, "exp", trt.LayerType.UNARY).get_output(0).dtype == trt.DataType.FLOAT
     assert net.network.get_input(0).dtype == trt.DataType.FLOAT  # the module's dtype at the boundary
     assert net.network.get_output(0).dtype == trt.DataType.FLOAT

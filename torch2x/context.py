@@ -86,6 +86,8 @@ class ConversionContext:
         self.uses: dict[int, int] = {}  # id(traced torch tensor) -> how many converted calls read it so far
         self.foldable: dict[str, Any] = {}  # network tensor name -> a layer whose weights a consumer may fold
         self.retired: dict[int, tuple] = {}  # id(torch tensor) -> (tensor, why its network tensor is gone)
+        self._producers: dict[str, Any] = {}  # network tensor name -> the layer computing it (see producer())
+        self._producers_seen = 0  # layers indexed in _producers so far
         self._call_name = "op"
         self._call_layers = 0
         self.quantizer: Any = None  # a torch2x.quantization.Quantizer in an int8 conversion
@@ -189,6 +191,17 @@ class ConversionContext:
         """``value``'s channel-layout value as it is, without casts (None when it has none)."""
         entry = self._channels.get(id(value))
         return entry[1] if entry is not None and entry[0] is value else None
+
+    def producer(self, itensor: "trt.ITensor") -> Optional["trt.ILayer"]:
+        """The layer whose output ``itensor`` is (None for a network input), for converters that choose
+        layers by what TensorRT will fuse them with. Layers are indexed as they are first asked for."""
+        network = self.raw_network
+        while self._producers_seen < network.num_layers:
+            layer = network.get_layer(self._producers_seen)
+            for k in range(layer.num_outputs):
+                self._producers[layer.get_output(k).name] = layer
+            self._producers_seen += 1
+        return self._producers.get(itensor.name)
 
     def is_traced(self, value: Any) -> bool:
         return isinstance(value, torch.Tensor) and self.has(value)

@@ -122,13 +122,35 @@ def test_pool_fp16(module):
     check(module, torch.randn(2, 3, 13, 11), rtol=1e-2, fp16=True)
 
 
+@pytest.mark.parametrize("after_conv", [False, True])  # (a convolution's output takes the pooling-layer path)
 @pytest.mark.parametrize("name", ["adaptive_avg_pool2d", "adaptive_max_pool2d"])
-def test_global_adaptive_pooling_of_a_dynamic_height_and_width_keeps_size_1(name):
+def test_global_adaptive_pooling_of_a_dynamic_height_and_width_keeps_size_1(name, after_conv):
     """A classifier's pooling to (1, 1) after an image of dynamic size (torch.compile after a new resolution):
     one reduction, whose output stays 1 x 1, so the flatten after it sees static dims."""
-    net = torch2x.build_network(lambda x: fn(name)(x, 1).flatten(1), [torch.randn(2, 4, 9, 12)],
+    conv = nn.Conv2d(4, 4, 1) if after_conv else nn.Identity()
+    net = torch2x.build_network(lambda x: fn(name)(conv(x), 1).flatten(1), [torch.randn(2, 4, 9, 12)],
                                 dynamic_shapes={"input_0": {2: (3, 9, 20), 3: (3, 12, 20)}})
     assert tuple(net.network.get_output(0).shape) == (2, 4)
     for shape in ((2, 4, 3, 20), (2, 4, 17, 5)):
         x = torch.randn(shape)
-        torch.testing.assert_close(net.interpret(x), fn(name)(x, 1).flatten(1), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            expected = fn(name)(conv(x), 1).flatten(1)
+        torch.testing.assert_close(net.interpret(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", [F.adaptive_avg_pool2d, F.adaptive_max_pool2d], ids=["avg", "max"])
+def test_global_pooling_is_a_pooling_layer_after_a_convolution_and_a_reduce_after_other_layers(pool):
+    """TensorRT fuses the pointwise layers after a convolution into the convolution's kernel, and a pooling
+    layer reads that kernel's output (squeeze-and-excitation); after other layers (DenseNet's last
+    concatenation, batch norm and ReLU) a reduce layer fuses into their kernel, a pooling layer would not."""
+    LT = torch2x.flavour.trt.LayerType
+    conv, size = nn.Conv2d(3, 8, 3), (9, 9)
+
+    def types(net):
+        return [net.network.get_layer(i).type for i in range(net.network.num_layers)]
+
+    after_conv = check(lambda x: pool(F.silu(conv(x)) + 1, 1), torch.randn((2, 3) + size), rtol=1e-5)
+    assert LT.POOLING in types(after_conv) and LT.REDUCE not in types(after_conv)
+    after_concat = check(lambda x, y: pool(F.relu(torch.cat([x, y], 1)), 1), torch.randn((2, 3) + size),
+                         torch.randn((2, 4) + size), rtol=1e-5)
+    assert LT.REDUCE in types(after_concat) and LT.POOLING not in types(after_concat)

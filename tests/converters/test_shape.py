@@ -112,10 +112,17 @@ def test_hvdstack(fn, shape):
 @pytest.mark.parametrize("fn", [
     lambda x: x.flip(0), lambda x: torch.flip(x, (1, 2)), lambda x: x.flip(-1), lambda x: torch.fliplr(x),
     lambda x: x.flipud(), lambda x: x.roll(1, 0), lambda x: torch.roll(x, -2, 2), lambda x: x.roll((1, 5), (1, 2)),
-    lambda x: torch.roll(x, 7), lambda x: x.roll(3, -1),
+    lambda x: torch.roll(x, 7), lambda x: x.roll(3, -1), lambda x: x.roll((1, 2), (2, 2)),
 ], ids=lambda f: "")
 def test_flip_roll(fn, dtype):
     check_module(fn, _make((2, 3, 4), dtype))
+
+
+def test_roll_is_slices_and_a_concatenation_per_axis():
+    """TensorRT fuses them into the kernel computing the input; a WRAP slice would be a kernel of its own."""
+    net = check_module(lambda x: (x * 2).roll((1, -2), (1, 2)), torch.randn(2, 5, 6))
+    types = [net.network.get_layer(i).type.name for i in range(net.network.num_layers)]
+    assert types.count("CONCATENATION") == 2 and types.count("SLICE") == 4
 
 
 @pytest.mark.parametrize("r", [2, 3])
