@@ -109,8 +109,8 @@ def test_a_composite_whose_parts_do_not_convert_is_reported(monkeypatch):
 
 
 def test_a_composite_that_refuses_its_arguments_is_reported():
-    rep = torch2x.report(lambda x: F.mse_loss(x, x * 2, reduction="mean") if False else F.pdist(x), [torch.randn(1, 3)])
-    assert "fewer than 2 rows" in rep.unsupported["torch.nn.functional.pdist"].reason
+    rep = torch2x.report(lambda x: F.multi_margin_loss(x, torch.tensor([0, 2]), p=3), [torch.randn(2, 3)])
+    assert "takes p=1 or p=2" in rep.unsupported["torch.nn.functional.multi_margin_loss"].reason
 
 
 def test_user_composite_registration():
