@@ -107,11 +107,11 @@ def check(net: torch2x.ConvertedNetwork, model: torch.nn.Module, image: torch.Te
         reference = model([image])
     if len(values) != len(stand_ins):
         raise RuntimeError(f"the steps gave {len(values)} tensors on this image, {len(stand_ins)} when converting")
-    feeds = {net.input_names[0]: image, **{name: v for (name, _, _), v in zip(stand_ins, values)}}
+    feeds = {net.input_names[0]: image, **{name: v for (name, _, _), v in zip(stand_ins, values, strict=True)}}
     out = torch2x.interpret(net.network, feeds)
     outputs = unflatten(net.output_spec, [out[n] for n in net.output_names])
-    pairs = list(zip(flatten(outputs)[0], flatten(reference)[0]))
-    pairs += [(out[n], r) for n, r in zip(step_input_names, inputs) if n is not None]
+    pairs = list(zip(flatten(outputs)[0], flatten(reference)[0], strict=True))
+    pairs += [(out[n], r) for n, r in zip(step_input_names, inputs, strict=True) if n is not None]
     worst = 0.0
     for o, r in pairs:
         if tuple(o.shape) != tuple(r.shape):

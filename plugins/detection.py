@@ -28,7 +28,8 @@ import importlib
 import inspect
 import types
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
 
 from torch2x.tracer import register_target
 
@@ -50,10 +51,10 @@ class DetectionStep(NamedTuple):
     owner: str
     name: str
     qualname: str
-    bound: Optional[Callable[[Any, dict], int]]
+    bound: Callable[[Any, dict], int] | None
     reads: tuple = ()
     calls: tuple = ()
-    follows: Optional[str] = None
+    follows: str | None = None
 
     def function(self) -> Callable:
         """The unpatched function (for a method: the function on the class, taking ``self`` first)."""
@@ -69,7 +70,7 @@ class DetectionStep(NamedTuple):
         owner = named.pop("self", None) if inspect.isclass(_resolve(self.owner)) else None
         return owner, named
 
-    def output_bound(self, args: tuple, kwargs: dict) -> Optional[int]:
+    def output_bound(self, args: tuple, kwargs: dict) -> int | None:
         """The upper bound of the data-dependent first dims for a call with ``args`` (self first for a
         method), or None for a ``follows`` step."""
         if self.bound is None:
@@ -216,7 +217,7 @@ def minimal_self(step: DetectionStep, state: dict) -> Any:
 
 
 @contextmanager
-def steps_as_inputs(stand_ins: list, step_inputs: Optional[list] = None) -> Iterator[None]:
+def steps_as_inputs(stand_ins: list, step_inputs: list | None = None) -> Iterator[None]:
     """While converting, every step of :data:`DETECTION_STEPS` becomes new network inputs, one per output
     tensor, with a dynamic first dim (-1): so the parts after the steps convert as they will in a hybrid
     conversion, without one. ``stand_ins`` receives ``(input name, PyTorch value, first-dim bound or None)``
