@@ -28,6 +28,7 @@ def _wrap_index(ctx, index, size: int):
     if it.dtype not in (trt.DataType.INT32, trt.DataType.INT64):
         it = ctx.cast(it, trt.DataType.INT64)
     negative = ctx.elementwise(it, 0, Op.LESS)
+    size = ctx.shape_value(size) if is_traced(size) else size  # a dynamic dim: its run-time size
     return ctx.network.add_select(negative, ctx.elementwise(it, size, Op.SUM), it).get_output(0)
 
 
@@ -192,7 +193,7 @@ def _getitem(ctx, source, index, out_shape):
     order += [a for a in range(len(shape)) if a not in order]  # the integer-indexed axes, size 1 now
     y = ctx.shuffle(y, dims, first=order) if order != sorted(order) else ctx.reshape(y, dims)
     gathered = ctx.network.add_gather(y, _flat_index(ctx, advanced, size), q).get_output(0)
-    if tuple(gathered.shape) != tuple(out_shape):
+    if len(gathered.shape) != len(out_shape) or any(d >= 0 and d != s for d, s in zip(gathered.shape, out_shape, strict=True)):
         raise ConversionError(f"converter bug: indexing laid out {tuple(gathered.shape)}, PyTorch gives {out_shape}")
     return gathered
 
