@@ -28,9 +28,13 @@ import importlib
 import inspect
 import types
 from contextlib import contextmanager
-from typing import Any, NamedTuple
 from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
+import torch
+
+from torch2x.flavour import trt
+from torch2x.registry import converter
 from torch2x.tracer import register_target
 
 _DETECTION = "torchvision.models.detection"
@@ -156,20 +160,32 @@ _SUB_OBJECT_CLASSES = {
 }
 
 
-def register_targets() -> None:
-    """Make the tracer intercept every step of :data:`DETECTION_STEPS` as one call (idempotent).
+def register_targets() -> list:
+    """Make the tracer intercept every step of :data:`DETECTION_STEPS` as one call; returns the entries it
+    added to the tracer's targets (none when they were there already), for :func:`unregister_targets`.
 
     The steps have no converter: a plain conversion reports each as one unsupported call, a hybrid
     conversion runs it in PyTorch."""
     from torch2x import tracer
 
     known = {(id(owner), name) for owner, name, _ in tracer._EXTRA_TARGETS}
+    added = []
     for step in DETECTION_STEPS:
         owner = _resolve(step.owner)
         # a class is patched as an object; a module by name (skipped while it is not imported)
         target = owner if inspect.isclass(owner) else step.owner
         if (id(target), step.name) not in known:
             register_target(target, step.name, step.qualname)
+            added.append(tracer._EXTRA_TARGETS[-1])
+    return added
+
+
+def unregister_targets(added: list) -> None:
+    """Undo :func:`register_targets` (the entries it returned): the tracer traces into the steps again."""
+    from torch2x import tracer
+
+    for entry in added:
+        tracer._EXTRA_TARGETS.remove(entry)
 
 
 def self_state(step: DetectionStep, owner: Any) -> dict:
@@ -252,7 +268,7 @@ def steps_as_inputs(stand_ins: list, step_inputs: list | None = None) -> Iterato
 
         return convert
 
-    register_targets()
+    added = register_targets()
     saved = {s.qualname: CONVERTERS.get(s.qualname) for s in DETECTION_STEPS}
     for step in DETECTION_STEPS:
         CONVERTERS[step.qualname] = Converter(step.qualname, stand_in(step), inspect.signature(step.function()), False)
@@ -264,3 +280,21 @@ def steps_as_inputs(stand_ins: list, step_inputs: list | None = None) -> Iterato
                 CONVERTERS.pop(name, None)
             else:
                 CONVERTERS[name] = conv
+        unregister_targets(added)
+
+
+@converter("torchvision.models.detection.transform.resize_keypoints", signature="keypoints, original_size, new_size")
+def resize_keypoints(ctx: Any, call: Any) -> Any:
+    """torchvision scales x and y in place through views (``resized[..., 0] *= ratio_w``), which the
+    network can only follow at fixed sizes; one multiply by ``[ratio_w, ratio_h, 1, ...]`` over the last
+    dim computes the same float32 products and follows a dynamic number of boxes."""
+    keypoints = call.arg("keypoints")
+    ratio_h, ratio_w = (torch.tensor(s, dtype=torch.float32) / torch.tensor(s_orig, dtype=torch.float32)
+                        for s, s_orig in zip(call.arg("new_size"), call.arg("original_size"), strict=True))
+    scale = torch.ones(keypoints.shape[-1], dtype=torch.float32)
+    scale[0], scale[1] = ratio_w, ratio_h
+    return ctx.elementwise(ctx.trt(keypoints), ctx.constant(scale, trt.DataType.FLOAT), trt.ElementWiseOperation.PROD)
+
+
+# GeneralizedRCNNTransform.postprocess looks it up in its module's globals
+register_target(f"{_DETECTION}.transform", "resize_keypoints", f"{_DETECTION}.transform.resize_keypoints")
