@@ -1,12 +1,13 @@
 """torchvision detection models: what converts today, and what would run in PyTorch in a hybrid conversion.
 
-    python benchmarks/detection.py [--models fasterrcnn_mobilenet_v3_large_320_fpn ...] [--no-check]
+    python benchmarks/detection.py [--models fasterrcnn_mobilenet_v3_large_320_fpn ...] [--no-check] [--no-build]
 
 Per model (eval, random weights from seed 0, one 320x320 image as ``[img]``), prints:
 - ``today``: the time of ``torch2x.report(model, [[img]])`` (a strict=False conversion) and its unsupported calls;
 - ``steps``: the same conversion with the whole-function steps of ``torch2x.plugins.detection`` standing in as
   network inputs with a dynamic first dim (``steps_as_inputs``): how many steps ran, the calls still
   unsupported outside them (0 means everything but the steps converts), layers, time;
+- ``engine``: that network built into an engine, the steps' outputs dynamic from 0 to their bound;
 - ``check``: that network interpreted with the image and the steps' PyTorch outputs, against the model's
   outputs, on the conversion image and on a second image (another number of detections): the largest
   relative error over boxes/scores/labels/masks/keypoints.
@@ -120,7 +121,18 @@ def check(net: torch2x.ConvertedNetwork, model: torch.nn.Module, image: torch.Te
     return worst, reference[0]["boxes"].shape[0]
 
 
-def run(name: str, do_check: bool) -> None:
+def profile(stand_ins: list) -> dict:
+    """One optimization profile for the step outputs: first dim 0..bound (a ``follows`` step: the bound
+    of the step before it), opt the example's."""
+    ranges, last = {}, None
+    for name, value, bound in stand_ins:
+        last = bound if bound is not None else last
+        shape = tuple(value.shape)
+        ranges[name] = ((0,) + shape[1:], shape, (max(last, shape[0]),) + shape[1:])
+    return ranges
+
+
+def run(name: str, do_check: bool, build: bool) -> None:
     model = make_model(name)
     first, second = images()
     start = time.perf_counter()
@@ -142,6 +154,12 @@ def run(name: str, do_check: bool) -> None:
           f"layers, {count(net.report)} unsupported outside the steps "
           f"({', '.join(f'{u.op} x{u.count}: {u.reason[:80]}' for u in steps) or 'none'})\n"
           f"  step outputs (network inputs): {bounds}")
+    if build:
+        net.profiles = [profile(stand_ins)]
+        start = time.perf_counter()
+        plan = net.build_engine(progress=False)
+        print(f"  engine: {time.perf_counter() - start:.1f} s, {len(plan) / 2**20:.1f} MiB "
+              f"(step outputs dynamic: 0..bound)")
     if do_check:
         for label, image in (("conversion image", first), ("second image", second)):
             err, found = check(net, model, image, stand_ins, step_input_names)
@@ -152,9 +170,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--no-check", action="store_true", help="skip the interpreter checks")
+    parser.add_argument("--no-build", action="store_true", help="skip the engine builds")
     args = parser.parse_args()
     for name in args.models:
-        run(name, not args.no_check)
+        run(name, not args.no_check, not args.no_build)
 
 
 if __name__ == "__main__":
