@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import torch
 import torchvision
+from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from harness import relative_error  # noqa: E402
@@ -55,10 +56,22 @@ def images() -> list:
     return [torch.rand(3, 320, 320, generator=g) for _ in range(2)]
 
 
+class _CountCalls(TorchFunctionMode):
+    """Counts the torch function calls made inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
 @contextmanager
-def recording_steps(values: list, inputs: list):
+def recording_steps(values: list, inputs: list, counter: _CountCalls | None = None):
     """Run the model in PyTorch, appending every step's output tensors to ``values`` and its input tensors to
-    ``inputs``, in call order."""
+    ``inputs``, in call order; ``counter`` counts the torch calls the steps make."""
     saved = []
     for step in detection.DETECTION_STEPS:
         owner = detection._resolve(step.owner)
@@ -66,7 +79,11 @@ def recording_steps(values: list, inputs: list):
 
         def wrapper(*args, _original=original, **kwargs):
             inputs.extend(t.clone() for t in tensor_leaves((args, kwargs)))
-            out = _original(*args, **kwargs)
+            if counter is None:
+                out = _original(*args, **kwargs)
+            else:
+                with counter:
+                    out = _original(*args, **kwargs)
             values.extend(t.clone() for t in tensor_leaves(out))
             return out
 
@@ -101,10 +118,11 @@ def mark_step_inputs(net: torch2x.ConvertedNetwork, step_inputs: list) -> list:
 def check(net: torch2x.ConvertedNetwork, model: torch.nn.Module, image: torch.Tensor, stand_ins: list,
           step_input_names: list) -> tuple:
     """(largest relative error of the interpreted network against the model on ``image``: its outputs and the
-    tensors the steps read, number of detections)."""
+    tensors the steps read, number of detections, torch calls inside the steps)."""
     values: list = []
     inputs: list = []
-    with torch.no_grad(), recording_steps(values, inputs):
+    counter = _CountCalls()
+    with torch.no_grad(), recording_steps(values, inputs, counter):
         reference = model([image])
     if len(values) != len(stand_ins):
         raise RuntimeError(f"the steps gave {len(values)} tensors on this image, {len(stand_ins)} when converting")
@@ -118,7 +136,7 @@ def check(net: torch2x.ConvertedNetwork, model: torch.nn.Module, image: torch.Te
         if tuple(o.shape) != tuple(r.shape):
             raise RuntimeError(f"shape {tuple(o.shape)} != PyTorch's {tuple(r.shape)}")
         worst = max(worst, relative_error(o, r) if r.numel() else 0.0)
-    return worst, reference[0]["boxes"].shape[0]
+    return worst, reference[0]["boxes"].shape[0], counter.calls
 
 
 def profile(stand_ins: list) -> dict:
@@ -150,9 +168,11 @@ def run(name: str, do_check: bool, build: bool) -> None:
     step_input_names = mark_step_inputs(net, step_inputs)
     steps = [u for u in net.report.unsupported.values()]
     bounds = ", ".join(f"{n}{list(v.shape)}<={b}" for n, v, b in stand_ins)
+    steps_run = sorted({n.rsplit(":", 1)[0] for n, _, _ in stand_ins})  # each step runs once per image
     print(f"  steps: {seconds:.1f} s, {net.report.converted_calls} calls converted into {net.report.num_layers} "
           f"layers, {count(net.report)} unsupported outside the steps "
           f"({', '.join(f'{u.op} x{u.count}: {u.reason[:80]}' for u in steps) or 'none'})\n"
+          f"  {len(steps_run)} calls in PyTorch: {', '.join(steps_run)}\n"
           f"  step outputs (network inputs): {bounds}")
     if build:
         net.profiles = [profile(stand_ins)]
@@ -162,8 +182,9 @@ def run(name: str, do_check: bool, build: bool) -> None:
               f"(step outputs dynamic: 0..bound)")
     if do_check:
         for label, image in (("conversion image", first), ("second image", second)):
-            err, found = check(net, model, image, stand_ins, step_input_names)
-            print(f"  check on the {label}: {found} detections, largest relative error {err:.2e}")
+            err, found, calls = check(net, model, image, stand_ins, step_input_names)
+            print(f"  check on the {label}: {found} detections, largest relative error {err:.2e} "
+                  f"({calls} torch calls inside the steps)")
 
 
 def main() -> None:
