@@ -193,7 +193,8 @@ def _getitem(ctx, source, index, out_shape):
     order += [a for a in range(len(shape)) if a not in order]  # the integer-indexed axes, size 1 now
     y = ctx.shuffle(y, dims, first=order) if order != sorted(order) else ctx.reshape(y, dims)
     gathered = ctx.network.add_gather(y, _flat_index(ctx, advanced, size), q).get_output(0)
-    if len(gathered.shape) != len(out_shape) or any(d >= 0 and d != s for d, s in zip(gathered.shape, out_shape, strict=True)):
+    laid_out = tuple(gathered.shape)
+    if len(laid_out) != len(out_shape) or any(g >= 0 and g != o for g, o in zip(laid_out, out_shape)):
         raise ConversionError(f"converter bug: indexing laid out {tuple(gathered.shape)}, PyTorch gives {out_shape}")
     return gathered
 

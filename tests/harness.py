@@ -134,3 +134,46 @@ def check_sizes(model: Union[torch.nn.Module, Callable], make_inputs: Callable[[
             raise AssertionError(f"at size {n}: {exc}") from None
     assert len(converted.build_engine()) > 0
     return converted
+
+
+def check_hybrid(model: Union[torch.nn.Module, Callable], *inputs: Any, others: tuple = (), rtol: float = 1e-4,
+                 **options: Any) -> Any:
+    """Convert ``model(*inputs)`` with ``fallback=True``; the interpreted hybrid program matches PyTorch on
+    ``inputs`` and on each input tuple of ``others``; every segment's engine builds; the HybridModule's
+    state dict loads with ``weights_only=True`` into ``HybridModule()`` with the same program, constants and
+    engines, and the loaded program (segments interpreted in place of the engines) matches PyTorch too.
+    Returns the HybridNetwork."""
+    import io
+
+    from torch2x.hybrid import HybridModule, HybridNetwork, run_program
+
+    module = model if isinstance(model, torch.nn.Module) else _Wrap(model)
+    module.eval()
+    net = torch2x.build_network(module, [_clone(x) for x in inputs], fallback=True, **options)
+    assert isinstance(net, HybridNetwork), "no call runs in PyTorch: expected a hybrid network"
+    references = []
+    for xs in (inputs, *others):
+        with torch.no_grad():
+            references.append(module(*[_clone(x) for x in xs]))
+        compare(net.interpret(*[_clone(x) for x in xs]), references[-1], rtol)
+    engines = net.build_engines()
+    assert all(len(e) > 0 for e in engines)
+    buffer = io.BytesIO()
+    torch.save(net.to_module(engines).state_dict(), buffer)
+    buffer.seek(0)
+    restored = HybridModule()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.program == net.program
+    assert [m.engine_bytes for m in restored.engines] == engines
+    assert len(restored.constants) == len(net.constants)
+    assert all(torch.equal(a, b) for a, b in zip(restored.constants, net.constants))
+    for xs, reference in zip((inputs, *others), references):
+        out = run_program(restored.program, restored.constants, tuple(_clone(x) for x in xs),
+                          lambda k, ts: net.segments[k].interpret(*ts), restored._targets)
+        compare(out, reference, rtol)
+    return net
+
+
+def torch_steps(net: Any) -> list:
+    """The function names of a hybrid program's PyTorch steps, in run order."""
+    return [s["fn"] for s in net.program["steps"] if "engine" not in s]

@@ -103,3 +103,51 @@ def test_convert_int8_with_calibration_dir_writes_the_cache(tmp_path, model_file
     assert error <= 0.05  # int8 activations and weights on a 2-layer net
     assert json.loads(cache.read_text())["tensors"]  # scales keyed by layer name
     assert torch.load(out, weights_only=True)["precision"].startswith("int8")
+
+
+HYBRID_FILE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+    class Spectral(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.b(torch.fft.rfft(self.a(x), dim=-1).abs()[..., :8])
+
+    def spectral():
+        return Spectral()
+''')
+
+
+def test_convert_with_fallback_saves_a_hybrid_module(tmp_path):
+    path = tmp_path / "hybrid.py"
+    path.write_text(HYBRID_FILE)
+    out = tmp_path / "h.pth"
+    result = run("convert", f"{path}:spectral", "--shape", "1,3,16,16", "--fallback", "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "hybrid execution: 2 TensorRT engine(s), 2 call(s) in PyTorch" in result.stdout
+    assert "pytorch: torch.fft.rfft at <root>" in result.stdout
+    error = float(result.stdout.split("interpreter vs PyTorch, output_0: relative error ")[1].split()[0])
+    assert error <= 1e-4
+    restored = torch2x.HybridModule()
+    restored.load_state_dict(torch.load(out, weights_only=True))
+    assert len(restored.engines) == 2
+    refused = run("convert", f"{path}:spectral", "--shape", "1,3,16,16", "-o", str(tmp_path / "x.pth"), "--quiet")
+    assert refused.returncode == 1 and "--fallback runs them in PyTorch" in refused.stderr
+
+
+def test_report_and_check_show_the_segments(tmp_path):
+    path = tmp_path / "hybrid.py"
+    path.write_text(HYBRID_FILE)
+    report = run("report", f"{path}:spectral", "--shape", "1,3,16,16", "--torch-executed-op", "torch.nn.functional.conv2d",
+                 "--json")
+    assert report.returncode == 0, report.stderr
+    rows = json.loads(report.stdout)["segments"]
+    assert [r["op"] for r in rows if r["kind"] == "pytorch"] == ["torch.nn.functional.conv2d", "torch.fft.rfft",
+                                                                 "torch.Tensor.abs", "torch.nn.functional.conv2d"]
+    check = run("check", f"{path}:spectral", "--shape", "1,3,16,16", "--fallback")
+    assert check.returncode == 0, check.stderr
+    assert "check: ok" in check.stdout and "engine 1:" in check.stdout

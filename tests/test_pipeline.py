@@ -16,7 +16,7 @@ from harness import check_module
 
 
 def _patched_objects():
-    return {(owner, name): owner.__dict__.get(name) for owner, name, *_ in tracer_mod._targets()}
+    return {(owner, name): owner.__dict__.get(name) for owner, name, *_ in tracer_mod.targets()}
 
 
 class Unsupported(nn.Module):

@@ -11,6 +11,7 @@ from .calibration import CalibrationCache
 from .check import CheckResult, check
 from .context import ConversionContext, ConversionError
 from .convert import torch2x
+from .hybrid import HybridError, HybridModule, HybridNetwork
 from .interpreter import InterpreterInputError, UnsupportedLayerError, interpret
 from .network import ConvertedNetwork, EngineBuildError, build_engine, build_network, report
 from .precision import PrecisionPolicy
@@ -25,5 +26,5 @@ __all__ = [
     "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "Call",
     "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
-    "UnsupportedOperatorError",
+    "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",
 ]

@@ -8,6 +8,7 @@ import torch
 
 from .interpreter import Interpreter
 from .layout import StoredView
+from .hybrid import HybridNetwork
 from .network import ConvertedNetwork, build_network
 from .structure import flatten
 from .tracer import tensor_leaves
@@ -53,6 +54,8 @@ class CheckResult:
             lines.append(f"{r.name.ljust(width)}  {r.max_abs_error:11.3g}  {r.relative_error:9.3g}{mark}")
         verdict = "ok" if self.ok else f"FAILED at {first.name}"
         lines.append(f"check: {verdict} (relative error tolerance {self.tolerance:g})")
+        if self.network is not None and self.network.report.segments:  # hybrid: which calls ran where
+            lines.append(self.network.report._segment_lines().lstrip("\n"))
         held = [u.op for u in self.network.report.unsupported.values() if u.placeholder] if self.network else []
         if held:  # a passing check must not read as "the engine will work"
             lines.append(f"note: {', '.join(held)} ran with PyTorch in place of placeholders: no engine can be built")
@@ -82,9 +85,12 @@ def check(module: torch.nn.Module, inputs: Sequence[Any], tolerance: float = 1e-
         assert result.ok
 
     With ``strict=False``, ops the network holds placeholders for (plugin ops on TensorRT-RTX) run with
-    their PyTorch implementation, and the table notes them.
+    their PyTorch implementation, and the table notes them. With ``fallback=True`` a hybrid conversion's
+    outputs are compared (engine segments interpreted, PyTorch steps run) and the table lists the segments.
     """
     converted = build_network(module, inputs, **options)
+    if isinstance(converted, HybridNetwork):
+        return _check_hybrid(module, inputs, converted, tolerance)
     names = [(path, tensor_names) for path, tensor_names in converted.module_outputs]
     references: list = []
     hooks = []
@@ -111,4 +117,15 @@ def check(module: torch.nn.Module, inputs: Sequence[Any], tolerance: float = 1e-
                 result.rows.append(_compare(label, value, ref, tolerance))
     for name, ref in zip(converted.output_names, flatten(reference_out)[0]):
         result.rows.append(_compare(f"output {name}", values[name], ref, tolerance))
+    return result
+
+
+def _check_hybrid(module: Any, inputs: Sequence[Any], converted: HybridNetwork, tolerance: float) -> CheckResult:
+    """The outputs of a hybrid program (segments interpreted) against PyTorch's."""
+    with torch.no_grad():
+        reference = flatten(module(*inputs))[0]
+    outputs = flatten(converted.interpret(*inputs))[0]
+    result = CheckResult(tolerance=tolerance, network=converted)
+    for k, (out, ref) in enumerate(zip(outputs, reference)):
+        result.rows.append(_compare(f"output output_{k}", out, ref, tolerance))
     return result

@@ -92,6 +92,10 @@ def _options(args) -> dict:
                        calibration_data=_calibration_batches(args.calib) if args.calib else None)
     if args.dynamic:
         options["dynamic_shapes"] = _dynamic(args.dynamic)
+    if args.fallback or args.torch_executed_op or args.torch_executed_module or args.min_block_size is not None:
+        options.update(fallback=True, torch_executed_ops=args.torch_executed_op or [],
+                       torch_executed_modules=args.torch_executed_module or [],
+                       min_block_size=args.min_block_size or 1)
     return options
 
 
@@ -150,20 +154,33 @@ def cmd_convert(args) -> int:
     net = _build(model, inputs, _options(args))
     rep = net if isinstance(net, torch2x.ConversionReport) else net.report
     print(rep)
-    if not rep.ok:
-        print(f"torch2x: cannot convert {args.model}: unsupported ops above", file=sys.stderr)
+    if not rep.usable:
+        print(f"torch2x: cannot convert {args.model}: unsupported ops above (--fallback runs them in PyTorch)",
+              file=sys.stderr)
         return 1
-    print(f"converted {args.model} in {time.perf_counter() - started:.1f} s: {net.network.num_layers} layers")
+    hybrid = isinstance(net, torch2x.HybridNetwork)
+    if hybrid and args.plan:
+        raise UsageError(f"--plan writes one engine, and this hybrid conversion has {len(net.segments)}: "
+                         "save the HybridModule state dict (-o) instead")
+    print(f"converted {args.model} in {time.perf_counter() - started:.1f} s: {rep.num_layers} layers")
     if not args.no_check:
         with torch.no_grad():
             reference = flatten(model(*inputs))[0]
         outputs = flatten(net.interpret(*inputs))[0]
-        for name, out, ref in zip(net.output_names, outputs, reference):
+        names = [f"output_{k}" for k in range(len(outputs))] if hybrid else net.output_names
+        for name, out, ref in zip(names, outputs, reference):
             print(f"interpreter vs PyTorch, {name}: relative error {_relative_error(out, ref):.2e}")
     started = time.perf_counter()
-    engine = net.build_engine(False if args.quiet else None)
-    print(f"engine built in {time.perf_counter() - started:.1f} s: {len(engine) / 2**20:.1f} MiB")
-    trt_module = module_from_network(net, engine)
+    progress = False if args.quiet else None
+    if hybrid:
+        engines = net.build_engines(progress)
+        trt_module = net.to_module(engines)
+        print(f"{len(engines)} engines built in {time.perf_counter() - started:.1f} s: "
+              f"{sum(map(len, engines)) / 2**20:.1f} MiB")
+    else:
+        engine = net.build_engine(progress)
+        print(f"engine built in {time.perf_counter() - started:.1f} s: {len(engine) / 2**20:.1f} MiB")
+        trt_module = module_from_network(net, engine)
     torch.save(trt_module.state_dict(), args.output)
     print(f"saved state dict to {args.output} (load with torch.load(path, weights_only=True))")
     if args.plan:
@@ -181,7 +198,7 @@ def cmd_report(args) -> int:
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
     print(rep.to_json() if args.json else rep)
-    return 0 if rep.ok else 1
+    return 0 if rep.usable else 1
 
 
 def cmd_check(args) -> int:
@@ -198,9 +215,9 @@ def cmd_check(args) -> int:
         raise UsageError(f"the model failed on the given inputs: {str(exc).splitlines()[0]}") from None
     report = result.network.report
     if not report.ok:
-        print(report)
+        print(report._table() if report.segments else report)  # (the check's table lists the segments)
     print(result)
-    return 0 if result.ok and report.ok else 1
+    return 0 if result.ok and report.usable else 1
 
 
 def cmd_bench(args) -> int:
@@ -234,6 +251,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--calib", help="directory of calibration inputs (.pt tensors)")
         p.add_argument("--calib-cache", help="calibration cache (JSON): read when it exists, written after calibrating")
         p.add_argument("--dynamic", action="append", help="dynamic dimension, e.g. 0:1:8:32 (dim:min:opt:max)")
+        p.add_argument("--fallback", action="store_true",
+                       help="run calls TensorRT cannot run in PyTorch between engines (hybrid execution)")
+        p.add_argument("--torch-executed-op", action="append", metavar="NAME",
+                       help="run this torch op in PyTorch, e.g. torch.fft.rfft (repeatable; implies --fallback)")
+        p.add_argument("--torch-executed-module", action="append", metavar="PATH",
+                       help="run this module (path or class name) in PyTorch (repeatable; implies --fallback)")
+        p.add_argument("--min-block-size", type=int, metavar="N",
+                       help="segments of fewer converted calls run in PyTorch (implies --fallback; default 1)")
         if name == "convert":
             p.add_argument("-o", "--output", required=True, help="where to save the TRTModule state dict")
             p.add_argument("--plan", help="also write the raw engine plan here, plus PLAN.json describing its I/O")

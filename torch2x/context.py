@@ -136,6 +136,13 @@ class ConversionContext:
         if any(d < 0 for d in itensor.shape):  # dynamic dims: remember the example's sizes for reshapes
             self._example_sizes[itensor.name] = tuple(tensor.shape)
 
+    def unbind(self, tensor: torch.Tensor) -> None:
+        """Forget ``tensor``'s network value (hybrid execution: another segment or PyTorch wrote it in place)."""
+        for table in (self._tensors, self._channels):
+            entry = table.get(id(tensor))
+            if entry is not None and entry[0] is tensor:
+                del table[id(tensor)]
+
     def lookup(self, tensor: Any) -> Optional["trt.ITensor"]:
         """The network tensor of a traced torch tensor, or None for anything else."""
         entry = self._tensors.get(id(tensor))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence
 
+from .hybrid import HybridNetwork
 from .network import build_network
 from .runtime import TRTModule, module_from_network
 
@@ -13,7 +14,8 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
             keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None,
             int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
             calibration_algorithm: str = "entropy", calibration_cache: Any = None,
-            dynamic_shapes: Any = None) -> TRTModule:
+            dynamic_shapes: Any = None, fallback: bool = False, torch_executed_ops: Iterable[str] = (),
+            torch_executed_modules: Iterable[str] = (), min_block_size: int = 1) -> Any:
     """Convert ``module`` (called as ``module(*inputs)``) into a TensorRT engine wrapped in a TRTModule.
 
     Example::
@@ -26,12 +28,23 @@ def torch2x(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: boo
     engine-build progress (default: only on a terminal). ``int8``, ``calibration_data``,
     ``calibration_algorithm`` and ``calibration_cache``: INT8 by explicit quantization, see
     :func:`torch2x.build_network`. ``dynamic_shapes``: input ranges and optimization profiles, likewise.
+
+    ``fallback=True``: calls TensorRT cannot run (and those named in ``torch_executed_ops`` or inside
+    ``torch_executed_modules``) run in PyTorch between engines; the result is then a
+    :class:`~torch2x.hybrid.HybridModule` (saved and loaded through ``state_dict`` like a TRTModule), or the
+    plain TRTModule when every call converts. See :mod:`torch2x.hybrid`.
     """
     converted = build_network(module, inputs, fp16=fp16, bf16=bf16, input_names=input_names,
                               output_names=output_names, max_workspace_size=max_workspace_size,
                               strict=strict, keep_fp32=keep_fp32, progress=progress, int8=int8, dynamic_shapes=dynamic_shapes,
                               calibration_data=calibration_data, calibration_algorithm=calibration_algorithm,
-                              calibration_cache=calibration_cache)
+                              calibration_cache=calibration_cache, fallback=fallback,
+                              torch_executed_ops=torch_executed_ops, torch_executed_modules=torch_executed_modules,
+                              min_block_size=min_block_size)
+    if isinstance(converted, HybridNetwork):
+        hybrid_module = converted.to_module(converted.build_engines(progress))
+        hybrid_module.report = converted.report
+        return hybrid_module
     engine = converted.build_engine(progress)
     trt_module = module_from_network(converted, engine)
     trt_module.report = converted.report

@@ -172,13 +172,27 @@ def _names(given: Optional[Sequence[str]], count: int, prefix: str) -> list:
     return given
 
 
+def new_context(module: Any, options: dict) -> tuple:
+    """``(builder, network, context)`` for a new strongly typed network under the options' precision policy."""
+    builder = trt.Builder(LOGGER)
+    network = flavour.create_network(builder)
+    policy = PrecisionPolicy(fp16=options.get("fp16", False), bf16=options.get("bf16", False),
+                             keep_fp32=options.get("keep_fp32"))
+    ctx = ConversionContext(network, policy)
+    if isinstance(module, torch.nn.Module):
+        ctx.weight_names = {id(t): name for name, t in
+                            [*module.named_parameters(remove_duplicate=False), *module.named_buffers()]}
+    return builder, network, ctx
+
+
 def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf16: bool = False,
                   input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None,
                   max_workspace_size: Optional[int] = None, strict: bool = True,
                   keep_fp32: Optional[Iterable[str]] = None, progress: Optional[bool] = None,
                   int8: bool = False, calibration_data: Optional[Iterable[Any]] = None,
                   calibration_algorithm: str = "entropy", calibration_cache: Any = None,
-                  dynamic_shapes: Any = None) -> ConvertedNetwork:
+                  dynamic_shapes: Any = None, fallback: bool = False, torch_executed_ops: Iterable[str] = (),
+                  torch_executed_modules: Iterable[str] = (), min_block_size: int = 1) -> Any:
     """Trace ``module(*inputs)`` once and build the strongly typed TensorRT network.
 
     Example::
@@ -201,26 +215,38 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     Activation ranges come from ``calibration_data`` (batches of inputs like ``inputs``, or single
     tensors; ``calibration_algorithm`` "entropy", "percentile" or "max"), saved to
     ``calibration_cache`` when it is given, or from an existing ``calibration_cache`` alone.
+
+    ``fallback=True`` (hybrid execution, see :mod:`torch2x.hybrid`): calls that cannot be converted, and those
+    named in ``torch_executed_ops`` (torch names, e.g. ``"torch.fft.rfft"`` or ``"rfft"``) or inside
+    ``torch_executed_modules`` (module paths or class names), run in PyTorch between engine segments; segments
+    of fewer than ``min_block_size`` converted calls run in PyTorch too. Returns a
+    :class:`~torch2x.hybrid.HybridNetwork` when any call runs in PyTorch, else the plain network.
     """
     if not isinstance(inputs, (list, tuple)):
         raise TypeError("inputs must be a list or tuple of the module's positional arguments, e.g. [x]")
     if not int8 and (calibration_data is not None or calibration_cache is not None):
         raise ValueError("calibration_data and calibration_cache are for int8=True conversions")
+    _check_fallback_options(fallback, torch_executed_ops, torch_executed_modules, min_block_size, int8, dynamic_shapes)
     started = time.perf_counter()
-    builder = trt.Builder(LOGGER)
-    network = flavour.create_network(builder)
-    policy = PrecisionPolicy(fp16=fp16, bf16=bf16, keep_fp32=keep_fp32)
-    ctx = ConversionContext(network, policy)
+    options = {"fp16": fp16, "bf16": bf16, "keep_fp32": keep_fp32, "max_workspace_size": max_workspace_size,
+               "min_block_size": min_block_size,
+               "precision": ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32")}
+    builder, network, ctx = new_context(module, options)
     report = ConversionReport()
-    if isinstance(module, torch.nn.Module):
-        ctx.weight_names = {id(t): name for name, t in
-                            [*module.named_parameters(remove_duplicate=False), *module.named_buffers()]}
     in_tensors, in_spec = flatten(list(inputs))
     if not in_tensors:
         raise ValueError("inputs hold no tensor: give example tensors, e.g. [torch.randn(1, 3, 224, 224)]")
     in_names = _names(input_names, len(in_tensors), "input")
     profiles = dynamic.parse_profiles(dynamic_shapes, in_names, in_tensors)
+    if fallback:  # every pass reads its own copy: a model writing into its inputs gives each pass the same
+        in_tensors = [t.clone() for t in in_tensors]
+        inputs = unflatten(in_spec, in_tensors)
     _add_inputs(ctx, in_tensors, in_names, profiles)
+    analysis = None
+    if fallback:
+        from . import hybrid
+
+        analysis = hybrid.Analysis(ctx, module, report, in_tensors, torch_executed_ops, torch_executed_modules)
     was_training = getattr(module, "training", False)
     if was_training:
         module.eval()  # an engine is an inference graph: dropout off, batch-norm on running statistics
@@ -241,7 +267,12 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
         with torch.no_grad(), Tracer(ctx, module if isinstance(module, torch.nn.Module) else None, report) as tracer:
             tracer.on_top_module_done = shown.module_done if shown else None
             tracer.probe = records
+            tracer.hybrid = analysis
             outputs = module(*inputs)
+        if analysis is not None and analysis.fallbacks:
+            out_tensors, out_spec = flatten(outputs)
+            return hybrid.finish(module, inputs, analysis, in_tensors, in_spec, out_tensors, out_spec, options,
+                                 started)
     finally:
         if shown:
             shown.close()
@@ -260,8 +291,25 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     report.num_layers = network.num_layers
     module_outputs = [(path, [_output_name(t) for t in ts]) for path, ts, _ in tracer.module_outputs]
     return ConvertedNetwork(builder, network, in_names, out_names, report, in_spec, out_spec,
-                            max_workspace_size, ("int8+" if int8 else "") + ("fp16" if fp16 else "bf16" if bf16 else "fp32"),
-                            module_outputs, time.perf_counter() - started, profiles, ctx._keepalive)
+                            max_workspace_size, options["precision"], module_outputs, time.perf_counter() - started, profiles, ctx._keepalive)
+
+
+def _check_fallback_options(fallback: bool, ops: Iterable[str], modules: Iterable[str], min_block_size: int,
+                            int8: bool, dynamic_shapes: Any) -> None:
+    if not fallback and (list(ops) or list(modules) or min_block_size != 1):
+        raise ValueError("torch_executed_ops, torch_executed_modules and min_block_size are for fallback=True "
+                         "(hybrid execution)")
+    if not isinstance(min_block_size, int) or min_block_size < 1:
+        raise ValueError(f"min_block_size must be a positive int, got {min_block_size!r}")
+    for name, values in (("torch_executed_ops", ops), ("torch_executed_modules", modules)):
+        if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+            raise TypeError(f"{name} takes a list of names, e.g. {name}=['torch.fft.rfft']")
+    if fallback and int8:
+        raise ValueError("fallback=True with int8=True is not supported yet: convert in float32/float16, or "
+                         "convert the parts around the unsupported calls separately")
+    if fallback and dynamic_shapes is not None:
+        raise ValueError("fallback=True with dynamic_shapes is not supported yet: sizes made by PyTorch steps "
+                         "are dynamic already; give fixed input shapes")
 
 
 def _output_name(value: Any) -> Any:

@@ -67,6 +67,7 @@ class ConversionReport:
         self.data_dependent: dict[str, UnsupportedCall] = {}
         self.converted_calls = 0
         self.num_layers = 0
+        self.segments: list = []  # hybrid execution: engine and PyTorch steps in run order (torch2x.hybrid)
 
     def add_data_dependent(self, op: str, module_path: str, example: str) -> None:
         """A Python value read from a traced tensor's data: the network keeps the value of this example."""
@@ -88,15 +89,39 @@ class ConversionReport:
         """True when every traced call was converted."""
         return not self.unsupported
 
+    @property
+    def usable(self) -> bool:
+        """True when the conversion gives a module: every call converted, or the rest runs in PyTorch (hybrid)."""
+        return self.ok or bool(self.segments)
+
     def to_dict(self) -> dict:
         return {"ok": self.ok, "converted_calls": self.converted_calls, "num_layers": self.num_layers,
                 "unsupported": [u.to_dict() for u in self.unsupported.values()],
-                "data_dependent": [u.to_dict() for u in self.data_dependent.values()]}
+                "data_dependent": [u.to_dict() for u in self.data_dependent.values()],
+                **({"segments": self.segments} if self.segments else {})}
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     def __str__(self) -> str:
+        return self._table() + self._segment_lines()
+
+    def _segment_lines(self) -> str:
+        if not self.segments:
+            return ""
+        engines = [r for r in self.segments if r["kind"] == "engine"]
+        steps = [r for r in self.segments if r["kind"] == "pytorch"]
+        lines = [f"hybrid execution: {len(engines)} TensorRT engine(s), {len(steps)} call(s) in PyTorch, in run order:"]
+        for r in self.segments:
+            if r["kind"] == "engine":
+                lines.append(f"  engine {r['engine']}: {r['calls']} calls, {r['layers']} layers; "
+                             f"in: {_few(r['inputs'])}; out: {_few(r['outputs'])}")
+            else:
+                lines.append(f"  pytorch: {r['op']} at {r['module_path'] or '<root>'} ({r['reason']}); "
+                             f"in: {_few(r['inputs'])}; out: {_few(r['outputs'])}")
+        return "\n" + "\n".join(lines)
+
+    def _table(self) -> str:
         head = f"torch2x report: {self.converted_calls} calls converted into {self.num_layers} layers"
         warnings = "".join(f"\nwarning: {u.op} at {', '.join(u.module_paths)}: {u.reason}"
                            for u in self.data_dependent.values())
@@ -109,7 +134,8 @@ class ConversionReport:
                 paths += f", +{len(u.module_paths) - 4} more"
             rows.append((u.op, str(u.count), paths, u.example, u.reason))
         widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
-        lines = [head + f", {len(self.unsupported)} unsupported op(s):"]
+        kind = "op(s) running in PyTorch" if self.segments else "unsupported op(s)"
+        lines = [head + f", {len(self.unsupported)} {kind}:"]
         for k, r in enumerate(rows):
             lines.append("  ".join(cell[:w].ljust(w) for cell, w in zip(r, widths)).rstrip())
             if k == 0:
@@ -117,6 +143,11 @@ class ConversionReport:
         return "\n".join(lines) + warnings
 
     __repr__ = __str__
+
+
+def _few(names: list, most: int = 6) -> str:
+    shown = ", ".join(names[:most]) + (f", +{len(names) - most} more" if len(names) > most else "")
+    return shown or "nothing"
 
 
 class UnsupportedOperatorError(RuntimeError):

@@ -100,13 +100,21 @@ def register_target(owner: Any, name: str, qualname: str) -> None:
     _EXTRA_TARGETS.append((owner, name, qualname))
 
 
+TRACEABLE: dict[str, Callable] = {}  # qualified name -> the function ``traceable`` wrapped
+
+
 def traceable(qualname: str) -> Callable[[Callable], Callable]:
     """Decorator: calls of a Python function go through the tracer as ``qualname``, wherever it is
     looked up from (``from x import f`` included)."""
-    return lambda fn: _wrap(fn, qualname)
+
+    def wrap(fn: Callable) -> Callable:
+        TRACEABLE[qualname] = fn
+        return _wrap(fn, qualname)
+
+    return wrap
 
 
-def _targets() -> list:
+def targets() -> list:
     """Every (owner, attribute, qualified name, is a property) the tracer wraps."""
     out = list(_torch_targets())
     for owner, name, qualname in _EXTRA_TARGETS:
@@ -175,7 +183,7 @@ def _install() -> None:
     with _install_lock:
         if _install_count == 0:
             try:
-                for owner, name, qualname, is_property in _targets():
+                for owner, name, qualname, is_property in targets():
                     if owner is torch.Tensor and name in _WATCH_ONLY:
                         _ORIGINAL_NAMES.setdefault(id(getattr(owner, name)), qualname)
                         continue
@@ -289,6 +297,8 @@ class Tracer:
         self.on_top_module_done: Optional[Callable[[str], None]] = None  # progress over top-level modules
         self._hooks: list = []
         self.module_outputs: list = []  # (module path, [network tensor or None], [id]) in call order
+        self.calls = 0  # intercepted calls so far: a call's number names it across passes of the same model
+        self.hybrid: Any = None  # hybrid execution's planner for this pass (torch2x.hybrid), or None
 
     # --- module paths ---------------------------------------------------------------
     @property
@@ -389,6 +399,10 @@ class Tracer:
         outputs = tensor_leaves(out)
         if outputs and any(self.ctx.has(t) or self.is_poisoned(t) for t in tensor_leaves((args, kwargs))):
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            if self.hybrid is not None:  # nothing names it for a saved program: refused there
+                self.hybrid.fallback(self, None, name, args, kwargs, outputs, "called through a reference taken "
+                                     "before tracing, which torch2x cannot name")
+                return
             self.report.add_unsupported(
                 name, self.module_path, "called through a reference taken before tracing (e.g. "
                 "`from torch.nn.functional import relu`), which torch2x cannot patch: call it through "
@@ -410,11 +424,27 @@ class Tracer:
             outputs = [args[0]]
         return traced, poisoned, outputs
 
+    def _unsupported(self, index: Optional[int], qualname: str, args: tuple, kwargs: dict, outputs: list,
+                     reason: str) -> None:
+        """A call the network cannot compute: reported and its outputs poisoned, or with hybrid execution
+        handed to the planner, which runs it in PyTorch."""
+        if self.hybrid is not None:
+            self.hybrid.fallback(self, index, qualname, args, kwargs, outputs, reason)
+            return
+        self.report.add_unsupported(qualname, self.module_path, reason, self._example(args, kwargs))
+        self._poison(outputs)
+
     def _convert(self, qualname: str, original: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
+        index = self.calls
+        self.calls += 1
         probed = self._next_probe(qualname)
         if qualname in _SIZE_READS:
+            if self.hybrid is not None:
+                self.hybrid.size_read(self, args[0])
             return self._sizes(qualname, args, kwargs, out)
+        if self.hybrid is not None and self.hybrid.skip(self, index, qualname, args, kwargs, out):
+            return out
         involved = self.involved(qualname, args, kwargs, out)
         if involved is None:
             return out
@@ -431,19 +461,16 @@ class Tracer:
             self._poison(outputs)
             return out
         if self._reads_stale(traced):
-            self.report.add_unsupported(qualname, path, "reads a tensor that was modified in place through a view; "
-                                        "clone before the in-place op", self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, "reads a tensor that was modified in place "
+                              "through a view; clone before the in-place op")
             return out
         retired = [ctx.retired[id(t)][1] for t in traced if ctx.retired.get(id(t), (None,))[0] is t]
         if retired:
-            self.report.add_unsupported(qualname, path, retired[0], self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, retired[0])
             return out
         conv = lookup(qualname)
         if conv is None:
-            self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, "no converter")
             return out
         for t in traced:
             ctx.uses[id(t)] = ctx.uses.get(id(t), 0) + 1
@@ -482,8 +509,7 @@ class Tracer:
             reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, ConversionError) and any(isinstance(d, TracedInt) for t in traced for d in ctx.dims(t)):
                 reason = f"cannot handle a dynamic dimension ({reason})"
-            self.report.add_unsupported(qualname, path, reason, self._example(args, kwargs))
-            self._poison(outputs)
+            self._unsupported(index, qualname, args, kwargs, outputs, reason)
             return out
         finally:
             ctx.fp32_region = False
@@ -499,9 +525,14 @@ class Tracer:
         if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
             self._written_through_view(args[0])
         if placeholder is not None:
+            if self.hybrid is not None:  # the op runs in PyTorch instead of its placeholder
+                self.hybrid.fallback(self, index, qualname, args, kwargs, outputs, str(placeholder))
+                return out
             self.report.add_unsupported(qualname, path, str(placeholder), self._example(args, kwargs), placeholder=True)
             return out
         self.report.converted_calls += 1
+        if self.hybrid is not None:
+            self.hybrid.converted(self, index, qualname, args, kwargs, outputs)
         return out
 
     def _sizes(self, qualname: str, args: tuple, kwargs: dict, out: Any) -> Any:
