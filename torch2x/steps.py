@@ -34,6 +34,32 @@ _DTYPES = {str(d).replace("torch.", ""): d for d in (
     torch.int64, torch.bool, torch.complex64, torch.complex128)}
 
 
+# Objects a step may take as plain data (a torchvision detection head passed as a method's ``self``):
+# type -> (name, to_plain), name -> from_plain. See register_plain_object.
+_PLAIN_TYPES: dict = {}
+_PLAIN_BUILDERS: dict = {}
+# Steps whose outputs' first dim a rule bounds (data-dependent functions run whole): qualname -> rule.
+STEP_BOUNDS: dict = {}
+
+
+def register_plain_object(cls: type, name: str, to_plain: Callable[[Any], Any],
+                          from_plain: Callable[[Any], Any]) -> None:
+    """Let steps take instances of ``cls`` as arguments: saved as ``{"object": [name, to_plain(obj)]}`` (plain
+    data only) and rebuilt on load with ``from_plain(data)``. Example (torch2x.plugins.detection)::
+
+        register_plain_object(RoIHeads, "torchvision RoIHeads.postprocess_detections self",
+                              lambda m: self_state(step, m), lambda state: minimal_self(step, state))
+    """
+    _PLAIN_TYPES[cls] = (name, to_plain)
+    _PLAIN_BUILDERS[name] = from_plain
+
+
+def register_step_bound(qualname: str, rule: Callable[[tuple, dict], int]) -> None:
+    """``rule(args, kwargs)`` bounds dim 0 of the outputs of the step ``qualname`` that vary with the data
+    (a function run whole in PyTorch, whose output count no per-op rule knows)."""
+    STEP_BOUNDS[qualname] = rule
+
+
 class Encoder:
     """Turns call arguments into plain data. ``ref_of(tensor)`` gives the value id of a tensor computed
     by the traced program (or None: the tensor is a constant and is stored in ``constants``);
@@ -79,6 +105,9 @@ class Encoder:
             return {"device": str(value)}
         if isinstance(value, (torch.memory_format, torch.layout)):
             return {"torch": str(value).replace("torch.", "")}
+        if type(value) in _PLAIN_TYPES:
+            name, to_plain = _PLAIN_TYPES[type(value)]
+            return {"object": [name, self.encode(to_plain(value))]}
         raise StepError(f"an argument of type {type(value).__name__} ({_short_repr(value)}) has no plain form")
 
     def _size(self, size: Any) -> Any:
@@ -129,6 +158,10 @@ def decode(value: Any, values: dict, constants: list) -> Any:
         return torch.device(body)
     if kind == "torch" and isinstance(getattr(torch, body, None), (torch.memory_format, torch.layout)):
         return getattr(torch, body)
+    if kind == "object" and isinstance(body, list) and len(body) == 2:
+        if body[0] not in _PLAIN_BUILDERS:
+            raise StepError(f"the saved program takes an object {body[0]!r} that no module registered in this process")
+        return _PLAIN_BUILDERS[body[0]](decode(body[1], values, constants))
     raise StepError(f"malformed step argument {_short_repr(value)}")
 
 
@@ -298,6 +331,8 @@ def output_bounds(qualname: str, args: tuple, kwargs: dict, outputs: list, bound
         data_dim = (0, max((_max_numel(t, bounds_of) for t in tensors), default=0))
     elif short in _BOXES_BOUNDED and tensors:
         data_dim = (0, bounds_of(tensors[0])[0][1])
+    elif qualname in STEP_BOUNDS:
+        data_dim = (0, int(STEP_BOUNDS[qualname](args, kwargs)))
     elif short in ("__getitem__", "index") and len(args) > 1:
         data_dim = _mask_dim(args[0], args[1], bounds_of)
     result = []
