@@ -1,6 +1,6 @@
 """torchvision detection models: what converts today, and what would run in PyTorch in a hybrid conversion.
 
-    python benchmarks/detection.py [--models fasterrcnn_mobilenet_v3_large_320_fpn ...] [--no-check] [--no-build]
+    python benchmarks/detection.py [--models fasterrcnn_mobilenet_v3_large_320_fpn ...] [--no-check] [--no-build] [--hybrid]
 
 Per model (eval, random weights from seed 0, one 320x320 image as ``[img]``), prints:
 - ``today``: the time of ``torch2x.report(model, [[img]])`` (a strict=False conversion) and its unsupported calls;
@@ -8,6 +8,8 @@ Per model (eval, random weights from seed 0, one 320x320 image as ``[img]``), pr
   network inputs with a dynamic first dim (``steps_as_inputs``): how many steps ran, the calls still
   unsupported outside them (0 means everything but the steps converts), layers, time;
 - ``engine``: that network built into an engine, the steps' outputs dynamic from 0 to their bound;
+- with ``--hybrid``: a real hybrid conversion (``fallback=True``, the steps registered): engines, the calls
+  in PyTorch, the interpreted program against the model on both images, engine builds, state-dict round trip;
 - ``check``: that network interpreted with the image and the steps' PyTorch outputs, against the model's
   outputs, on the conversion image and on a second image (another number of detections): the largest
   relative error over boxes/scores/labels/masks/keypoints.
@@ -187,14 +189,69 @@ def run(name: str, do_check: bool, build: bool) -> None:
                   f"({calls} torch calls inside the steps)")
 
 
+def run_hybrid(name: str) -> None:
+    """A real hybrid conversion (``fallback=True``) with the steps registered: engines, calls in PyTorch,
+    the interpreted program against the model on both images, engine builds, a state-dict round trip."""
+    import io
+
+    from torch2x.hybrid import HybridModule, run_program
+
+    model = make_model(name)
+    first, second = images()
+    with torch.no_grad():
+        model([first])  # MultiScaleRoIAlign sets its scales on its first call: both passes must see the same calls
+    added = detection.register_targets()
+    try:
+        start = time.perf_counter()
+        net = torch2x.build_network(model, [[first]], fallback=True)
+        seconds = time.perf_counter() - start
+        steps = [s["fn"].rsplit(".", 2)[-2] + "." + s["fn"].rsplit(".", 1)[-1]
+                 for s in net.program["steps"] if "engine" not in s]
+        print(f"{name}\n  hybrid: {seconds:.1f} s, {len(net.segments)} engines "
+              f"({sum(s.network.num_layers for s in net.segments)} layers), {len(steps)} calls in PyTorch: "
+              f"{', '.join(steps)}")
+        for label, image in (("conversion image", first), ("second image", second)):
+            with torch.no_grad():
+                reference = model([image])
+            out = net.interpret([image])
+            worst = max((relative_error(o, r) if r.numel() else 0.0)
+                        for o, r in zip(flatten(out)[0], flatten(reference)[0], strict=True))
+            same = [tuple(o.shape) for o in flatten(out)[0]] == [tuple(r.shape) for r in flatten(reference)[0]]
+            print(f"  interpreted on the {label}: {reference[0]['boxes'].shape[0]} detections, shapes "
+                  f"{'equal' if same else 'DIFFER'}, largest relative error {worst:.2e}")
+        start = time.perf_counter()
+        engines = net.build_engines(progress=False)
+        print(f"  engines built in {time.perf_counter() - start:.1f} s: "
+              f"{', '.join(f'{len(e) / 2**20:.1f}' for e in engines)} MiB")
+        buffer = io.BytesIO()
+        torch.save(net.to_module(engines).state_dict(), buffer)
+        buffer.seek(0)
+        restored = HybridModule()
+        restored.load_state_dict(torch.load(buffer, weights_only=True))
+        with torch.no_grad():
+            reference = model([second])
+        out = run_program(restored.program, restored.constants, ([second],),
+                          lambda k, ts: net.segments[k].interpret(*ts), restored._targets)
+        worst = max((relative_error(o, r) if r.numel() else 0.0)
+                    for o, r in zip(flatten(out)[0], flatten(reference)[0], strict=True))
+        print(f"  state dict: {buffer.getbuffer().nbytes / 2**20:.1f} MiB, reloaded program on the second image: "
+              f"largest relative error {worst:.2e}")
+    finally:
+        detection.unregister_targets(added)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--no-check", action="store_true", help="skip the interpreter checks")
     parser.add_argument("--no-build", action="store_true", help="skip the engine builds")
+    parser.add_argument("--hybrid", action="store_true", help="convert with fallback=True and the steps registered")
     args = parser.parse_args()
     for name in args.models:
-        run(name, not args.no_check, not args.no_build)
+        if args.hybrid:
+            run_hybrid(name)
+        else:
+            run(name, not args.no_check, not args.no_build)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ pickled ``nn.Module``. Example::
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import types
@@ -165,9 +166,11 @@ def register_targets() -> list:
     added to the tracer's targets (none when they were there already), for :func:`unregister_targets`.
 
     The steps have no converter: a plain conversion reports each as one unsupported call, a hybrid
-    conversion runs it in PyTorch."""
+    conversion (``fallback=True``) runs it in PyTorch, its outputs' first dims bounded by the step's rule and
+    a method's ``self`` saved as plain data. A process that loads a saved hybrid module calls this first."""
     from torch2x import tracer
 
+    _hybrid_hooks()
     known = {(id(owner), name) for owner, name, _ in tracer._EXTRA_TARGETS}
     added = []
     for step in DETECTION_STEPS:
@@ -178,6 +181,27 @@ def register_targets() -> list:
             register_target(target, step.name, step.qualname)
             added.append(tracer._EXTRA_TARGETS[-1])
     return added
+
+
+def _hybrid_hooks() -> None:
+    """Tell the hybrid core how to save each method step's ``self`` (plain data, rebuilt on load by
+    :func:`minimal_self`) and how to bound each step's outputs (:meth:`DetectionStep.output_bound`)."""
+    from torch2x import steps
+
+    for step in DETECTION_STEPS:
+        if step.bound is not None:
+            steps.register_step_bound(step.qualname, step.output_bound)
+        owner = _resolve_or_none(step.owner)
+        if inspect.isclass(owner):
+            steps.register_plain_object(owner, f"{step.qualname} self", functools.partial(self_state, step),
+                                        functools.partial(minimal_self, step))
+
+
+def _resolve_or_none(dotted: str) -> Any:
+    try:
+        return _resolve(dotted)
+    except (ImportError, AttributeError):
+        return None
 
 
 def unregister_targets(added: list) -> None:
