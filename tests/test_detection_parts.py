@@ -177,3 +177,40 @@ def test_a_step_is_one_unsupported_call():
                                           "torchvision.models.detection.rpn.RegionProposalNetwork.filter_proposals"]
     assert report.unsupported["torchvision.models.detection.rpn.RegionProposalNetwork.filter_proposals"].reason == (
         "no converter")
+
+
+class _PostProcess(torch.nn.Module):
+    """A linear head, then RoIHeads.postprocess_detections (a method step: its self is saved as plain data),
+    then arithmetic on the detections (an engine after the step, with a dynamic number of boxes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 6 + 6 * 4)
+        self.heads = roi_heads.RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, None, score_thresh=0.5,
+                                        nms_thresh=0.5, detections_per_img=20)
+
+    def forward(self, features, proposals):
+        y = self.fc(features)
+        boxes, scores, labels = self.heads.postprocess_detections(y[:, :6] * 3, y[:, 6:], [proposals], [(64, 64)])
+        return boxes[0] * 2 + 1, scores[0].sqrt(), labels[0]
+
+
+def test_hybrid_method_step_saves_self_as_plain_data():
+    """With the steps registered, a hybrid conversion runs RoIHeads.postprocess_detections in PyTorch, bounds
+    its outputs by detections_per_img, and its state dict (self as plain data) reloads with weights_only=True
+    and gives the same results on inputs with another number of detections."""
+    from harness import check_hybrid, torch_steps
+
+    torch.manual_seed(0)
+    model = _PostProcess().eval()
+    inputs = [(torch.randn(12, 16), _boxes(12, 64, seed=s)) for s in (1, 2, 3)]
+    counts = {int(model(*x)[0].shape[0]) for x in inputs}
+    assert len(counts) > 1 and 0 < min(counts) and max(counts) <= 20, counts
+    added = detection.register_targets()
+    try:
+        net = check_hybrid(model, *inputs[0], others=tuple(inputs[1:]))
+    finally:
+        detection.unregister_targets(added)
+    assert torch_steps(net) == ["torchvision.models.detection.roi_heads.RoIHeads.postprocess_detections"]
+    after = net.segments[-1].profiles[0]
+    assert {(lo[0], hi[0]) for lo, _, hi in after.values()} == {(0, 20)}, after  # boxes and scores: 0..20
