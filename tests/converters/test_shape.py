@@ -154,3 +154,12 @@ def test_unfold(dim, size, step):
 
 def test_unfold_non_overlapping_is_one_layer():
     assert check_module(lambda x: x.unfold(1, 2, 2), torch.randn(3, 4, 5)).network.num_layers == 1
+
+
+def test_cat_keeps_an_input_empty_only_in_the_example():
+    """A 1-D input whose dynamic dim is 0 in the example (an image without detections) is not one of the
+    legacy empty tensors torch.cat skips: at other sizes it has values."""
+    from harness import check_sizes
+
+    check_sizes(lambda x, y: torch.cat([x, y]) * 2, lambda k: [torch.randn(k), torch.randn(2)], [0, 3, 1],
+                {"input_0": {0: (0, 0, 10)}})
