@@ -41,7 +41,7 @@ MODELS = {
     "retinanet_resnet50_fpn": dict(SMALL),
     "ssdlite320_mobilenet_v3_large": {},
     "fcos_resnet50_fpn": dict(SMALL, score_thresh=0.05),
-    "maskrcnn_resnet50_fpn": dict(SMALL),
+    "maskrcnn_resnet50_fpn": dict(SMALL, box_score_thresh=0.03),
     "keypointrcnn_resnet50_fpn": dict(SMALL),
 }
 
