@@ -28,6 +28,7 @@ def _wrap_index(ctx, index, size: int):
     if it.dtype not in (trt.DataType.INT32, trt.DataType.INT64):
         it = ctx.cast(it, trt.DataType.INT64)
     negative = ctx.elementwise(it, 0, Op.LESS)
+    size = ctx.shape_value(size) if is_traced(size) else size  # a dynamic dim: its run-time size
     return ctx.network.add_select(negative, ctx.elementwise(it, size, Op.SUM), it).get_output(0)
 
 

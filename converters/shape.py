@@ -328,8 +328,9 @@ def _concat(ctx, tensors: list, axis: int):
 def cat(ctx, call):
     out = call.output
     dtype = ctx.dtype_for(out.dtype)
-    # torch.cat skips legacy empty 1-D tensors whatever the others' rank.
-    values = [t for t in call.arg("tensors") if not (t.dim() == 1 and t.numel() == 0)]
+    # torch.cat skips legacy empty 1-D tensors whatever the others' rank (one empty only in this example, a
+    # dynamic dim at 0, is kept: at other sizes it is not empty)
+    values = [t for t in call.arg("tensors") if not (t.dim() == 1 and t.numel() == 0 and not is_traced(ctx.dims(t)[0]))]
     if not values:
         raise ConversionError("cat of empty tensors only")
     dim = call.arg("dim", None)

@@ -14,6 +14,7 @@ import torch
 from torch2x.context import ConversionError
 from torch2x.flavour import trt
 from torch2x.registry import converter
+from torch2x.shapes import TracedInt
 from torch2x.tracer import register_target
 
 EW = trt.ElementWiseOperation
@@ -21,27 +22,31 @@ F32 = trt.DataType.FLOAT
 
 
 def _rois(ctx, boxes):
-    """Boxes as one ``[K, 5]`` (batch index, x1, y1, x2, y2) float network tensor, as torch values, and
-    whether they come from the traced inputs (else they are constants)."""
+    """Boxes as one ``[K, 5]`` (batch index, x1, y1, x2, y2) float network tensor, as torch values, whether
+    they come from the traced inputs (else they are constants), and K (an int, or a traced size when the
+    number of boxes is dynamic: boxes from a data-dependent step)."""
     if isinstance(boxes, torch.Tensor):
-        return ctx.trt(boxes, F32), boxes, ctx.is_traced(boxes)
+        return ctx.trt(boxes, F32), boxes, ctx.is_traced(boxes), ctx.dims(boxes)[0]
     traced = any(ctx.is_traced(b) for b in boxes)
-    parts, values = [], []
+    parts, values, counts = [], [], []
     for i, b in enumerate(boxes):  # torchvision's convert_boxes_to_roi_format: list position is the batch index
-        if b.shape[0] == 0:
+        count = ctx.dims(b)[0]
+        if count == 0 and not isinstance(count, TracedInt):
             continue
-        column = ctx.constant(np.full((b.shape[0], 1), i, np.float32), F32)
+        column = ctx.expand(ctx.constant(np.full((1, 1), i, np.float32), F32), (count, 1))
         parts.append(ctx.network.add_concatenation([column, ctx.trt(b, F32)]))
         parts[-1].axis = 1
         parts[-1] = parts[-1].get_output(0)
         values.append(torch.cat([torch.full((b.shape[0], 1), float(i)), b.float()], 1))
+        counts.append(count)
     if not parts:
         raise ConversionError("roi_align got no boxes")
     if len(parts) == 1:
-        return parts[0], values[0], traced
+        return ctx._noted(parts[0], tuple(values[0].shape)), values[0], traced, counts[0]
     layer = ctx.network.add_concatenation(parts)
     layer.axis = 0
-    return layer.get_output(0), torch.cat(values), traced
+    rois = torch.cat(values)
+    return ctx._noted(layer.get_output(0), tuple(rois.shape)), rois, traced, sum(counts[1:], counts[0])
 
 
 def _sample_fractions(rois_value, traced: bool, ratio: int, bins: int, axis: int, scale: float, aligned: bool):
@@ -68,12 +73,11 @@ def _sample_fractions(rois_value, traced: bool, ratio: int, bins: int, axis: int
     return frac, weight
 
 
-def _axis_points(ctx, lo, hi, bins, frac, weight, size: int, aligned: bool):
+def _axis_points(ctx, lo, hi, k_boxes, bins, frac, weight, size: int, aligned: bool):
     """Per box, along one axis: the low and high corner rows (int32) of every point and their weights.
 
-    ``lo``/``hi`` are [K, 1] box edges in feature-map pixels; the results are [K, bins * S * 2]
-    (each point's low then high corner)."""
-    k_boxes = lo.shape[0]
+    ``lo``/``hi`` are [K, 1] box edges in feature-map pixels (K = ``k_boxes``, an int or a traced size);
+    the results are [K, bins * S * 2] (each point's low then high corner)."""
     length = ctx.elementwise(hi, lo, EW.SUB)
     if not aligned:  # legacy roi_align: boxes are at least one pixel
         length = ctx.elementwise(length, 1.0, EW.MAX)
@@ -126,8 +130,7 @@ def _roi_align(ctx, x_t, rois, output_size, scale: float, ratio: int, aligned: b
     """roi_align of feature map ``x_t`` (a torch tensor) over ``rois`` (what ``_rois`` returns): [K, C, ph, pw]."""
     n, c, h, w = x_t.shape
     ph, pw = output_size
-    rois, rois_value, traced = rois
-    k = rois.shape[0]
+    rois, rois_value, traced, k = rois
     col = [ctx.slice(rois, (0, j), (k, 1)) for j in range(5)]
     shift = 0.5 if aligned else 0.0  # aligned=True moves box corners onto pixel centers
 
@@ -136,8 +139,8 @@ def _roi_align(ctx, x_t, rois, output_size, scale: float, ratio: int, aligned: b
 
     frac_y, weight_y = _sample_fractions(rois_value, traced, ratio, ph, 1, scale, aligned)
     frac_x, weight_x = _sample_fractions(rois_value, traced, ratio, pw, 0, scale, aligned)
-    ys, wys = _axis_points(ctx, edge(2), edge(4), ph, frac_y, weight_y, h, aligned)  # [K, 2 * ph * points per bin]
-    xs, wxs = _axis_points(ctx, edge(1), edge(3), pw, frac_x, weight_x, w, aligned)
+    ys, wys = _axis_points(ctx, edge(2), edge(4), k, ph, frac_y, weight_y, h, aligned)  # [K, 2 * ph * points per bin]
+    xs, wxs = _axis_points(ctx, edge(1), edge(3), k, pw, frac_x, weight_x, w, aligned)
     ay, ax = ys.shape[1], xs.shape[1]  # 2 corners per point
     batch_row = ctx.elementwise(ctx.cast(col[0], trt.DataType.INT32), h * w, EW.PROD, trt.DataType.INT32)
     rows = ctx.permute(ctx.trt(x_t, F32), (0, 2, 3, 1))
@@ -148,7 +151,7 @@ def _roi_align(ctx, x_t, rois, output_size, scale: float, ratio: int, aligned: b
     weight = ctx.elementwise(ctx.reshape(wys, (k, ay, 1, 1)), ctx.reshape(wxs, (k, 1, ax, 1)), EW.PROD)
     total = ctx.reshape(ctx.elementwise(values, weight, EW.PROD), (k, ph, ay // ph, pw, ax // pw, c))
     pooled = ctx.network.add_reduce(total, trt.ReduceOperation.SUM, (1 << 2) | (1 << 4), False).get_output(0)
-    return ctx.permute(pooled, (0, 3, 1, 2))
+    return ctx.permute(ctx._noted(pooled, (int(k), ph, pw, c)), (0, 3, 1, 2))
 
 
 
@@ -165,7 +168,7 @@ def multiscale_roi_align(ctx, call):
     rois = _rois(ctx, boxes)
     if len(features) == 1:
         return _roi_align(ctx, features[0], rois, size, float(scales[0]), ratio, False)
-    k = rois[0].shape[0]
+    k = rois[3]
     # LevelMapper: floor(lvl0 + log2(sqrt(area) / s0) + eps), clamped to [k_min, k_max]
     x1, y1, x2, y2 = (ctx.slice(rois[0], (0, j), (k, 1)) for j in range(1, 5))
     area = ctx.elementwise(ctx.elementwise(x2, x1, EW.SUB), ctx.elementwise(y2, y1, EW.SUB), EW.PROD)
@@ -175,7 +178,7 @@ def multiscale_roi_align(ctx, call):
     level = ctx.unary(ctx.elementwise(log2, float(mapper.lvl0) + float(mapper.eps), EW.SUM), trt.UnaryOperation.FLOOR)
     level = ctx.elementwise(ctx.elementwise(level, float(mapper.k_min), EW.MAX), float(mapper.k_max), EW.MIN)
     out = None
-    for index, (feature, scale) in enumerate(zip(features, scales)):
+    for index, (feature, scale) in enumerate(zip(features, scales, strict=True)):
         here = ctx.cast(ctx.elementwise(level, float(mapper.k_min + index), EW.EQUAL), F32)
         pooled = ctx.elementwise(_roi_align(ctx, feature, rois, size, float(scale), ratio, False),
                                  ctx.reshape(here, (k, 1, 1, 1)), EW.PROD)

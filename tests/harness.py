@@ -115,6 +115,27 @@ def _clone(x: Any) -> Any:
     return unflatten(spec, [t.clone() for t in tensors])
 
 
+def check_sizes(model: Union[torch.nn.Module, Callable], make_inputs: Callable[[int], list], sizes: list,
+                dynamic_shapes: Any, rtol: float = 1e-4) -> torch2x.ConvertedNetwork:
+    """Convert once with ``dynamic_shapes`` from ``make_inputs(sizes[0])``, then check the interpreted network
+    against PyTorch on ``make_inputs(n)`` for every ``n`` in ``sizes`` (float outputs within ``rtol``, others
+    exactly), and that TensorRT builds the engine with those profiles. Returns the network."""
+    module = model if isinstance(model, torch.nn.Module) else _Wrap(model)
+    module.eval()
+    converted = torch2x.build_network(module, make_inputs(sizes[0]), dynamic_shapes=dynamic_shapes)
+    assert converted.report.ok, str(converted.report)
+    for n in sizes:
+        inputs = make_inputs(n)
+        with torch.no_grad():
+            reference = module(*[_clone(x) for x in inputs])
+        try:
+            compare(converted.interpret(*[_clone(x) for x in inputs]), reference, rtol)
+        except AssertionError as exc:
+            raise AssertionError(f"at size {n}: {exc}") from None
+    assert len(converted.build_engine()) > 0
+    return converted
+
+
 def check_hybrid(model: Union[torch.nn.Module, Callable], *inputs: Any, others: tuple = (), rtol: float = 1e-4,
                  **options: Any) -> Any:
     """Convert ``model(*inputs)`` with ``fallback=True``; the interpreted hybrid program matches PyTorch on

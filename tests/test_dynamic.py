@@ -67,7 +67,7 @@ def test_trtmodule_refuses_inputs_outside_every_profile():
 @pytest.mark.parametrize("spec, error, message", [
     ({"y": {0: (1, 2, 4)}}, ValueError, r"names inputs \['y'\]; the inputs are \['input_0'\]"),
     ({"input_0": {0: (3, 4, 8)}}, ValueError, r"shape \(2, 5\) in the example, outside its range \[3, 5\]..\[8, 5\]"),
-    ({"input_0": {0: (4, 2, 8)}}, ValueError, r"need 1 <= min <= opt <= max"),
+    ({"input_0": {0: (4, 2, 8)}}, ValueError, r"need 0 <= min <= opt <= max"),
     ({"input_0": {0: (1, 2)}}, ValueError, r"must be \(min, opt, max\)"),
 ])
 def test_bad_dynamic_shapes_are_refused_clearly(spec, error, message):

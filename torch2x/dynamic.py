@@ -55,8 +55,8 @@ def _full_range(name: str, entry: Any, example: tuple) -> Range:
             raise ValueError(f"dynamic_shapes[{name!r}] must be three shapes of rank {len(example)} (min, opt, max)")
     lo, opt, hi = shapes
     for d, (a, b, c, e) in enumerate(zip(lo, opt, hi, example)):
-        if not (1 <= a <= b <= c):
-            raise ValueError(f"dynamic_shapes[{name!r}] dim {d}: need 1 <= min <= opt <= max, got {(a, b, c)}")
+        if not (0 <= a <= b <= c):
+            raise ValueError(f"dynamic_shapes[{name!r}] dim {d}: need 0 <= min <= opt <= max, got {(a, b, c)}")
     return shapes
 
 

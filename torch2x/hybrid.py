@@ -554,9 +554,9 @@ def _check_program(program: Any, constants: int, engines: int) -> list:
                 raise bad(f"step {i} has no function name")
             targets.append(steps_mod.resolve(step["fn"]))
             for name in steps_mod.classes([step.get("args"), step.get("kwargs")]):
-                if steps_mod._plain(name) is None:
-                    raise steps_mod.StepError(f"step {i} builds an object of class {name!r}, which is not registered "
-                                              "with torch2x.steps.plain_class in this process; refusing to load it")
+                if not steps_mod.is_registered_object(name):
+                    raise steps_mod.StepError(f"step {i} takes an object {name!r} that no module registered in this "
+                                              "process (torch2x.steps.register_plain_object); refusing to load it")
             reads = steps_mod.references([step.get("args"), step.get("kwargs")])
         if not isinstance(reads, list) or any(v not in known for v in reads):
             raise bad(f"step {i} reads a value no earlier step makes")

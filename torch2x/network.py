@@ -292,7 +292,9 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
     _add_inputs(ctx, in_tensors, in_names, profiles)
     analysis = None
     if fallback:
-        from . import hybrid
+        from . import hybrid, steps
+
+        steps.setup()  # whole-function steps plugins register (torchvision detection post-processing)
 
         analysis = hybrid.Analysis(ctx, module, report, in_tensors, torch_executed_ops, torch_executed_modules)
     was_training = getattr(module, "training", False)

@@ -34,6 +34,49 @@ _DTYPES = {str(d).replace("torch.", ""): d for d in (
     torch.int64, torch.bool, torch.complex64, torch.complex128)}
 
 
+# Objects a step may take as plain data (a torchvision detection head passed as a method's ``self``):
+# type -> (name, to_plain), name -> from_plain. See register_plain_object.
+_PLAIN_TYPES: dict = {}
+_PLAIN_BUILDERS: dict = {}
+# Steps whose outputs' first dim a rule bounds (data-dependent functions run whole): qualname -> rule.
+STEP_BOUNDS: dict = {}
+
+
+def register_plain_object(cls: type, name: str, to_plain: Callable[[Any], Any],
+                          from_plain: Callable[[Any], Any]) -> None:
+    """Let steps take instances of ``cls`` as arguments: saved as ``{"object": [name, to_plain(obj)]}`` (plain
+    data only) and rebuilt on load with ``from_plain(data)``. Example (torch2x.plugins.detection)::
+
+        register_plain_object(RoIHeads, "torchvision RoIHeads.postprocess_detections self",
+                              lambda m: self_state(step, m), lambda state: minimal_self(step, state))
+    """
+    _PLAIN_TYPES[cls] = (name, to_plain)
+    _PLAIN_BUILDERS[name] = from_plain
+
+
+_SETUP: list = []  # registrations made when hybrid execution first needs them (see on_demand)
+
+
+def on_demand(register: Callable[[], Any]) -> Callable[[], Any]:
+    """Run ``register()`` (idempotent: it may run more than once) before the first hybrid conversion or
+    saved-program load of this process, not at import: e.g. intercepting torchvision's detection
+    post-processing as whole steps, which imports torchvision. Returns ``register``."""
+    _SETUP.append(register)
+    return register
+
+
+def setup() -> None:
+    """Make every :func:`on_demand` registration (a hybrid conversion calls this before tracing)."""
+    while _SETUP:
+        _SETUP.pop(0)()
+
+
+def register_step_bound(qualname: str, rule: Callable[[tuple, dict], int]) -> None:
+    """``rule(args, kwargs)`` bounds dim 0 of the outputs of the step ``qualname`` that vary with the data
+    (a function run whole in PyTorch, whose output count no per-op rule knows)."""
+    STEP_BOUNDS[qualname] = rule
+
+
 class Encoder:
     """Turns call arguments into plain data. ``ref_of(tensor)`` gives the value id of a tensor computed
     by the traced program (or None: the tensor is a constant and is stored in ``constants``);
@@ -79,9 +122,9 @@ class Encoder:
             return {"device": str(value)}
         if isinstance(value, (torch.memory_format, torch.layout)):
             return {"torch": str(value).replace("torch.", "")}
-        cls = _plain(_class_name(type(value))) if _class_name(type(value)) in PLAIN_CLASSES else None
-        if cls is type(value):
-            return {"object": _class_name(cls), "state": self.encode(_plain_state(value))}
+        if type(value) in _PLAIN_TYPES:
+            name, to_plain = _PLAIN_TYPES[type(value)]
+            return {"object": [name, self.encode(to_plain(value))]}
         raise StepError(f"an argument of type {type(value).__name__} ({_short_repr(value)}) has no plain form")
 
     def _size(self, size: Any) -> Any:
@@ -96,59 +139,6 @@ class Encoder:
         return [kind, self._size(a), self._size(b)]
 
 
-PLAIN_CLASSES: dict[str, Any] = {}  # qualified name -> a class whose objects are saved as their attributes
-
-
-def plain_class(cls: Any) -> Any:
-    """Let objects of ``cls`` be arguments of saved PyTorch steps, saved as their attributes (plain values,
-    tensors, other such objects) and rebuilt on load without calling ``__init__``. For small configuration
-    objects and for modules whose methods run as steps; a module's submodules, parameters and buffers are
-    not saved. ``cls`` may be a class or its qualified name (imported when first needed). Example:
-    ``plain_class("torchvision.models.detection._utils.BoxCoder")``."""
-    PLAIN_CLASSES[cls if isinstance(cls, str) else _class_name(cls)] = cls
-    return cls
-
-
-def _plain(name: str) -> Optional[type]:
-    """The registered class of that name (importing its module if it was registered by name), or None."""
-    cls = PLAIN_CLASSES.get(name)
-    if isinstance(cls, str):
-        import importlib
-
-        module, _, attr = name.rpartition(".")
-        try:
-            cls = PLAIN_CLASSES[name] = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
-    return cls
-
-
-def _class_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _plain_state(obj: Any) -> dict:
-    if isinstance(obj, torch.nn.Module):  # its own settings, not its submodules, parameters or hooks
-        return {k: v for k, v in vars(obj).items() if k not in _module_internals()}
-    return dict(vars(obj))
-
-
-def _module_internals() -> set:
-    return set(vars(torch.nn.Module())) - {"training"}
-
-
-def _rebuild(name: str, state: dict) -> Any:
-    cls = _plain(name)
-    if cls is None:
-        raise StepError(f"the saved program builds an object of class {name!r}, which is not registered with "
-                        "torch2x.steps.plain_class in this process; refusing to load it")
-    obj = cls.__new__(cls)
-    if isinstance(obj, torch.nn.Module):
-        torch.nn.Module.__init__(obj)
-    obj.__dict__.update(state)
-    return obj
-
-
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -158,10 +148,7 @@ def decode(value: Any, values: dict, constants: list) -> Any:
     """The inverse of :meth:`Encoder.encode`, reading references from ``values`` (value id -> tensor)."""
     if not isinstance(value, dict):
         return value
-    if "object" in value:
-        kind, body = "object", value["object"]
-    else:
-        (kind, body), = value.items()
+    (kind, body), = value.items()
     if kind == "ref":
         return values[body]
     if kind == "const":
@@ -188,8 +175,10 @@ def decode(value: Any, values: dict, constants: list) -> Any:
         return torch.device(body)
     if kind == "torch" and isinstance(getattr(torch, body, None), (torch.memory_format, torch.layout)):
         return getattr(torch, body)
-    if kind == "object" and isinstance(body, str):
-        return _rebuild(body, decode(value["state"], values, constants))
+    if kind == "object" and isinstance(body, list) and len(body) == 2:
+        if body[0] not in _PLAIN_BUILDERS:
+            raise StepError(f"the saved program takes an object {body[0]!r} that no module registered in this process")
+        return _PLAIN_BUILDERS[body[0]](decode(body[1], values, constants))
     raise StepError(f"malformed step argument {_short_repr(value)}")
 
 
@@ -209,9 +198,10 @@ def _size_value(recipe: Any, values: dict) -> int:
 
 
 def classes(value: Any) -> list:
-    """The class names of the objects an encoded argument rebuilds."""
+    """The names of the plain objects an encoded argument rebuilds (see :func:`register_plain_object`)."""
     if isinstance(value, dict):
-        return ([value["object"]] if "object" in value else []) + [c for v in value.values() for c in classes(v)]
+        own = [value["object"][0]] if isinstance(value.get("object"), list) and value["object"] else []
+        return own + [c for v in value.values() for c in classes(v)]
     if isinstance(value, list):
         return [c for v in value for c in classes(v)]
     return []
@@ -254,6 +244,7 @@ def _allowed() -> dict:
     """Qualified name -> (kind, callable or attribute name): what a saved step may call."""
     from . import tracer
 
+    setup()
     import sys
 
     # (a module registered by name counts once it is imported)
@@ -290,6 +281,12 @@ def _named(fn: Any) -> bool:
     """A module-level function (not a lambda, a closure or a method of an object): found again by name."""
     qualname = getattr(fn, "__qualname__", "")
     return callable(fn) and "<" not in qualname and getattr(fn, "__self__", None) is None
+
+
+def is_registered_object(name: str) -> bool:
+    """Whether objects saved under ``name`` can be rebuilt in this process."""
+    setup()
+    return name in _PLAIN_BUILDERS
 
 
 def is_allowed(qualname: str) -> bool:
@@ -368,6 +365,8 @@ def output_bounds(qualname: str, args: tuple, kwargs: dict, outputs: list, bound
         data_dim = (0, max((_max_numel(t, bounds_of) for t in tensors), default=0))
     elif short in _BOXES_BOUNDED and tensors:
         data_dim = (0, bounds_of(tensors[0])[0][1])
+    elif qualname in STEP_BOUNDS:
+        data_dim = (0, int(STEP_BOUNDS[qualname](args, kwargs)))
     elif short in ("__getitem__", "index") and len(args) > 1:
         data_dim = _mask_dim(args[0], args[1], bounds_of)
     result = []

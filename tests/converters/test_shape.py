@@ -167,3 +167,12 @@ def test_copy_variants_of_views():
     check_module(lambda x: [torch.permute_copy(x, (2, 0, 1)), torch.t_copy(x[0]), *torch.unbind_copy(x, 1),
                             torch.unfold_copy(x, 2, 2, 1), *torch.split_with_sizes_copy(x, [1, 2], 1),
                             *torch.unsafe_chunk(x, 2, -1), *x.unsafe_chunk(3, 1)], torch.randn(2, 3, 4))
+
+
+def test_cat_keeps_an_input_empty_only_in_the_example():
+    """A 1-D input whose dynamic dim is 0 in the example (an image without detections) is not one of the
+    legacy empty tensors torch.cat skips: at other sizes it has values."""
+    from harness import check_sizes
+
+    check_sizes(lambda x, y: torch.cat([x, y]) * 2, lambda k: [torch.randn(k), torch.randn(2)], [0, 3, 1],
+                {"input_0": {0: (0, 0, 10)}})

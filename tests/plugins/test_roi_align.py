@@ -86,3 +86,36 @@ def test_roi_align_bound_before_conversion():
     torch.manual_seed(0)
     x, boxes = torch.randn(2, 3, 9, 11), _boxes(5, 2, 9, 11)
     check_module(lambda x, b: bound(x, b, (2, 3), 1.0, 2, True), x, boxes)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_align_dynamic_number_of_boxes(aligned):
+    """Boxes from a data-dependent step (NMS) have a dynamic count K: [K, 5] tensors and a list of [K, 4]."""
+    from harness import check_sizes
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 11)
+    check_sizes(lambda x, b: torchvision.ops.roi_align(x, b, (2, 3), 1.0, 2, aligned),
+                lambda k: [x, _boxes(max(k, 2), 2, 9, 11, seed=k)[:k]], [5, 1, 12, 0], {"input_1": {0: (0, 5, 16)}})
+    check_sizes(lambda x, b0, b1: torchvision.ops.roi_align(x, [b0, b1], 2, 0.5, 2, aligned),
+                lambda k: [x, _boxes(max(k, 2), 1, 18, 22, seed=k)[:k, 1:], _boxes(3, 1, 18, 22, seed=7)[:, 1:]],
+                [4, 1, 0], {"input_1": {0: (0, 4, 8)}})
+
+
+def test_multiscale_roi_align_dynamic_number_of_boxes():
+    from collections import OrderedDict
+
+    from harness import check_sizes
+
+    torch.manual_seed(0)
+    names = ["p0", "p1", "p2"]
+    pool = torchvision.ops.MultiScaleRoIAlign(names, 3, 2)
+    feats = [torch.randn(1, 4, 64 >> i, 64 >> i) for i in range(3)]
+    big = torch.tensor([[1.0, 2, 20, 25], [0, 0, 255, 255], [10, 10, 90, 140], [30, 40, 31, 41.5], [4, 4, 100, 120],
+                        [50, 60, 250, 200]])
+
+    def fn(*args):
+        return pool(OrderedDict(zip(names, args[:3], strict=True)), [args[3]], [(256, 256)])
+
+    fn(*feats, big)
+    check_sizes(fn, lambda k: feats + [big[:k]], [6, 1, 3, 0], {"input_3": {0: (0, 6, 6)}})
