@@ -20,7 +20,7 @@ from collections import Counter
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from harness import DETECTION_OPTIONS, detection_image, detection_model  # noqa: E402
+from harness import DETECTION_IMAGES, DETECTION_OPTIONS, detection_image, detection_model  # noqa: E402
 
 import torch2x  # noqa: E402
 from torch2x.structure import flatten  # noqa: E402
@@ -36,17 +36,18 @@ def _max_error(outputs, reference) -> float:
 def measure(name: str) -> dict:
     model = detection_model(name)
     started = time.perf_counter()
-    net = torch2x.build_network(model, [[detection_image(0)]], fallback=True)
+    seeds = DETECTION_IMAGES[name]
+    net = torch2x.build_network(model, [[detection_image(seeds[0])]], fallback=True)
     converted = time.perf_counter() - started
     row = {"model": name, "conversion_s": round(converted, 1), "engines": len(net.segments),
            "converted_calls": net.report.converted_calls, "calls_in_pytorch": net.torch_calls,
            "pytorch_ops": dict(Counter(s["fn"] for s in net.program["steps"] if "engine" not in s))}
-    for seed in (0, 1):
+    for k, seed in enumerate(seeds):
         image = detection_image(seed)
         with torch.no_grad():
             reference = model([image.clone()])
-        row[f"detections_{seed}"] = int(reference[0]["boxes"].shape[0])
-        row[f"max_error_{seed}"] = _max_error(net.interpret([image.clone()]), reference)
+        row[f"detections_{k}"] = int(reference[0]["boxes"].shape[0])
+        row[f"max_error_{k}"] = _max_error(net.interpret([image.clone()]), reference)
     started = time.perf_counter()
     engines = net.build_engines(False)
     row["engine_build_s"] = round(time.perf_counter() - started, 1)

@@ -179,14 +179,16 @@ def torch_steps(net: Any) -> list:
     return [s["fn"] for s in net.program["steps"] if "engine" not in s]
 
 
-DETECTION_OPTIONS = {  # thresholds under which random-weight heads still keep boxes; all at 320x320
-    "fasterrcnn_mobilenet_v3_large_320_fpn": {"box_score_thresh": 0.005},
-    "retinanet_resnet50_fpn": {"score_thresh": 0.005, "min_size": 320, "max_size": 320},
-    "ssdlite320_mobilenet_v3_large": {},
-    "fcos_resnet50_fpn": {"min_size": 320, "max_size": 320},
-    "maskrcnn_resnet50_fpn": {"min_size": 320, "max_size": 320},
-    "keypointrcnn_resnet50_fpn": {"min_size": 320, "max_size": 320},
+DETECTION_OPTIONS = {  # score thresholds under which the random-weight heads keep some boxes; all at 320x320
+    "fasterrcnn_mobilenet_v3_large_320_fpn": {},
+    "retinanet_resnet50_fpn": {"min_size": 320, "max_size": 320},
+    "ssdlite320_mobilenet_v3_large": {"score_thresh": 0.02},
+    "fcos_resnet50_fpn": {"score_thresh": 0.9, "min_size": 320, "max_size": 320},
+    "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.7, "min_size": 320, "max_size": 320},
+    "keypointrcnn_resnet50_fpn": {"box_score_thresh": 0.99, "min_size": 320, "max_size": 320},
 }
+# The conversion image first, then one keeping another number of detections (ssdlite keeps none on image 0).
+DETECTION_IMAGES = {name: (1, 0) if name.startswith("ssdlite") else (0, 1) for name in DETECTION_OPTIONS}
 
 
 def detection_image(seed: int, size: int = 320) -> torch.Tensor:
