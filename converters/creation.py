@@ -20,7 +20,7 @@ from torch2x.tracer import leaves
 from torch2x.shapes import is_traced
 
 
-def full(ctx, shape, value, dtype) -> "trt.ITensor":  # noqa: F821
+def full(ctx, shape, value, dtype) -> trt.ITensor:  # noqa: F821
     """A tensor of ``shape`` holding ``value`` (a Python scalar or a one-element tensor) everywhere.
 
     Example: ``full(ctx, (2, 3), 1.5, torch.float32)`` is ``torch.full((2, 3), 1.5)``.

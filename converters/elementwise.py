@@ -43,13 +43,13 @@ def _dunders(*names: str) -> list:
     return [f"torch.Tensor.{n}" for n in names if hasattr(torch.Tensor, n)]
 
 
-def out_type(ctx, call) -> "trt.DataType":
+def out_type(ctx, call) -> trt.DataType:
     """The network type of the call's (first) real result."""
     out = call.output[0] if isinstance(call.output, (tuple, list)) else call.output
     return ctx.dtype_for(out.dtype)
 
 
-def binary(ctx, a, b, op, dtype) -> "trt.ITensor":
+def binary(ctx, a, b, op, dtype) -> trt.ITensor:
     """``a op b`` computed in ``dtype`` (bool arithmetic becomes logic, as in PyTorch).
 
     Example: ``binary(ctx, x, 2, Op.PROD, out_type(ctx, call))`` is ``x * 2``.
@@ -59,7 +59,7 @@ def binary(ctx, a, b, op, dtype) -> "trt.ITensor":
     return ctx.elementwise(a, b, op, dtype)
 
 
-def select(ctx, condition, a, b, dtype) -> "trt.ITensor":
+def select(ctx, condition, a, b, dtype) -> trt.ITensor:
     """``torch.where(condition, a, b)`` with ``a``/``b`` (tensors or scalars) in ``dtype``, broadcast.
 
     Example: ``select(ctx, mask, 0.0, x, x.dtype)`` is ``x.masked_fill(mask, 0.0)``.
@@ -68,7 +68,7 @@ def select(ctx, condition, a, b, dtype) -> "trt.ITensor":
     return ctx.network.add_select(cond, ta, tb).get_output(0)
 
 
-def trunc(ctx, x) -> "trt.ITensor":
+def trunc(ctx, x) -> trt.ITensor:
     """Round toward zero; TensorRT has no unary trunc (integers are returned unchanged).
 
     Example: ``trunc(ctx, x)`` is ``torch.trunc(x)``.
@@ -113,7 +113,7 @@ converter(*aliases("mul", "multiply"), *_dunders("__mul__", "__imul__"), signatu
 converter("torch.Tensor.__rmul__", signature="input, other")(_arith(Op.PROD, reflected=True))
 
 
-def divide(ctx, a, b, rounding_mode, dtype) -> "trt.ITensor":
+def divide(ctx, a, b, rounding_mode, dtype) -> trt.ITensor:
     """``torch.div(a, b, rounding_mode=...)`` in ``dtype`` (the result type: float for true division).
 
     Example: ``divide(ctx, x, y, "floor", DT.INT64)`` is ``x // y`` for int64 tensors.
@@ -161,7 +161,7 @@ converter(*_dunders("__rmod__"), signature="input, other")(_modulo(True, reflect
 converter(*aliases("fmod"), signature="input, other, *, out=None")(_modulo(False))
 
 
-def power(ctx, base, exponent, dtype) -> "trt.ITensor":
+def power(ctx, base, exponent, dtype) -> trt.ITensor:
     """``base ** exponent`` in ``dtype``; small constant exponents become exact products, sqrt or reciprocal.
 
     Example: ``power(ctx, x, 2, DT.FLOAT)`` is ``x * x``; ``power(ctx, 2.0, x, DT.FLOAT)`` is ``2 ** x``.
@@ -220,7 +220,7 @@ converter(*aliases("addcdiv"), signature="input, tensor1, tensor2, *, value=1, o
 
 # --------------------------------------------------------------------------- comparisons and logic
 
-def compare(ctx, a, b, name) -> "trt.ITensor":
+def compare(ctx, a, b, name) -> trt.ITensor:
     """``a <name> b`` (eq, ne, lt, le, gt, ge) as bool, computed in PyTorch's promoted operand type.
 
     Example: ``compare(ctx, x, 0.5, "le")`` is ``x <= 0.5``.

@@ -34,7 +34,7 @@ def _axes(dim, rank: int) -> list:
     return sorted({ConversionContext.axis(d, rank) for d in dims})
 
 
-def reduce(ctx, x, op, dim, keepdim: bool) -> "trt.ITensor":
+def reduce(ctx, x, op, dim, keepdim: bool) -> trt.ITensor:
     """``x`` reduced with ``op`` over torch ``dim`` (None: every axis).
 
     Example: ``reduce(ctx, x, Red.AVG, (2, 3), True)`` is ``x.mean((2, 3), keepdim=True)``.
@@ -226,7 +226,7 @@ converter(*aliases("var_mean", inplace=False), signature=_VAR_SIG, fp32=True)(_m
 converter(*aliases("std_mean", inplace=False), signature=_VAR_SIG, fp32=True)(_moments(True, True))
 
 
-def vector_norm(ctx, x, ord, dim, keepdim: bool) -> "trt.ITensor":
+def vector_norm(ctx, x, ord, dim, keepdim: bool) -> trt.ITensor:
     """``torch.linalg.vector_norm(x, ord, dim, keepdim)`` for a float network tensor ``x``.
 
     Example: ``vector_norm(ctx, x, 2, 1, False)`` is ``x.norm(dim=1)``.
@@ -327,7 +327,7 @@ converter("torch.log_softmax", "torch.Tensor.log_softmax", "torch.special.log_so
 
 # --------------------------------------------------------------------------- cumulative
 
-def _cumsum(ctx, x, axis: int) -> "trt.ITensor":
+def _cumsum(ctx, x, axis: int) -> trt.ITensor:
     axis_tensor = ctx.scalar(axis, DT.INT32)
     return ctx.network.add_cumulative(x, axis_tensor, trt.CumulativeOperation.SUM, False, False).get_output(0)
 

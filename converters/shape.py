@@ -6,7 +6,7 @@ and need one shuffle or one slice layer.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

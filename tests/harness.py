@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Union
+from typing import Any, Union
+from collections.abc import Callable
 
 import torch
 

@@ -16,9 +16,9 @@ _LOGGER = trt.Logger(trt.Logger.ERROR)
 class ParsedNetwork:
     """The network plus the builder and parser that own it (they must outlive the network)."""
 
-    builder: "trt.Builder"
-    parser: "trt.OnnxParser"
-    network: "trt.INetworkDefinition"
+    builder: trt.Builder
+    parser: trt.OnnxParser
+    network: trt.INetworkDefinition
     input_name: str
     output_name: str
 

@@ -6,7 +6,8 @@ call after warm-up, so they measure GPU time per batch including launch overhead
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 

@@ -29,14 +29,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 QMIN, QMAX = -128, 127
 NUM_BINS = 2048
-Amax = Union[float, List[float]]
+Amax = Union[float, list[float]]
 
 
 def bin_abs(values: np.ndarray, range_max: float, num_bins: int = NUM_BINS) -> np.ndarray:
@@ -77,12 +78,12 @@ class HistogramCollector:
 
     def __init__(self, num_bins: int = NUM_BINS):
         self.num_bins = num_bins
-        self._hist: Dict[str, np.ndarray] = {}
-        self._range: Dict[str, float] = {}
-        self._max: Dict[str, float] = {}
-        self._zeros: Dict[str, int] = {}  # exact zeros seen (they are also counted in bin 0)
+        self._hist: dict[str, np.ndarray] = {}
+        self._range: dict[str, float] = {}
+        self._max: dict[str, float] = {}
+        self._zeros: dict[str, int] = {}  # exact zeros seen (they are also counted in bin 0)
         # Smoothing factors of the keys whose collected values were ``x / s`` (set by ``calibrate``).
-        self.smooth: Dict[str, List[float]] = {}
+        self.smooth: dict[str, list[float]] = {}
 
     def collect(self, key: str, x: torch.Tensor) -> None:
         """Add the values of ``x`` to the histogram of ``key`` (a layer name)."""
@@ -118,7 +119,7 @@ class HistogramCollector:
         np.add.at(merged, np.arange(self.num_bins) >> shift, self._hist[key])
         self._hist[key], self._range[key] = merged, r
 
-    def keys(self) -> List[str]:
+    def keys(self) -> list[str]:
         return list(self._hist)
 
     def discard(self, key: str) -> None:
@@ -137,7 +138,7 @@ class HistogramCollector:
     def running_max(self, key: str) -> float:
         return self._max[key]
 
-    def histogram(self, key: str) -> Tuple[np.ndarray, np.ndarray]:
+    def histogram(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """``(counts, edges)``: ``num_bins`` int64 counts and ``num_bins + 1`` float64 edges."""
         width = self._range[self._known(key)] / self.num_bins
         return self._hist[key].copy(), np.arange(self.num_bins + 1, dtype=np.float64) * width
@@ -159,7 +160,7 @@ class HistogramCollector:
             return percentile_threshold(*self.histogram(key), **kwargs)
         raise ValueError(f"unknown calibration method {method!r}; use 'entropy', 'percentile' or 'max'")
 
-    def compute(self, method: str = "entropy", **kwargs: float) -> "CalibrationCache":
+    def compute(self, method: str = "entropy", **kwargs: float) -> CalibrationCache:
         """A cache with the ``amax`` of every collected key (and the smoothing factors, if any)."""
         return CalibrationCache({k: self.amax(k, method, **kwargs) for k in self._hist}, self.smooth)
 
@@ -407,10 +408,10 @@ class CalibrationCache:
 
     def __init__(self, amax: Optional[Mapping[str, Union[float, Sequence[float]]]] = None,
                  smooth: Optional[Mapping[str, Sequence[float]]] = None):
-        self.amax: Dict[str, Amax] = {
+        self.amax: dict[str, Amax] = {
             name: [max_threshold(float(v)) for v in value] if isinstance(value, (list, tuple))
             else max_threshold(float(value)) for name, value in (amax or {}).items()}
-        self.smooth: Dict[str, List[float]] = {name: [float(v) for v in values]
+        self.smooth: dict[str, list[float]] = {name: [float(v) for v in values]
                                                for name, values in (smooth or {}).items() if name in self.amax}
         for name, values in self.smooth.items():
             if not all(math.isfinite(v) and v > 0 for v in values):
@@ -430,7 +431,7 @@ class CalibrationCache:
                           indent=1, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "CalibrationCache":
+    def from_json(cls, text: str) -> CalibrationCache:
         data = json.loads(text)
         if data.get("format") != cls.FORMAT or data.get("version") != cls.VERSION:
             raise ValueError(f"not a version-{cls.VERSION} {cls.FORMAT} cache (format {data.get('format')!r}, "
@@ -443,5 +444,5 @@ class CalibrationCache:
         Path(path).write_text(self.to_json())
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "CalibrationCache":
+    def load(cls, path: Union[str, Path]) -> CalibrationCache:
         return cls.from_json(Path(path).read_text())

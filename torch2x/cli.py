@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 
 class UsageError(Exception):
@@ -247,7 +248,6 @@ def _relative_error(out, ref) -> float:
 
 
 def cmd_convert(args) -> int:
-    import torch
 
     import torch2x
     from torch2x.runtime import module_from_network

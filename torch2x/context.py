@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class ConversionError(RuntimeError):
 class _NamedNetwork:
     """``INetworkDefinition`` whose ``add_*`` methods name each new layer after the call being converted."""
 
-    def __init__(self, network: "trt.INetworkDefinition", ctx: "ConversionContext"):
+    def __init__(self, network: trt.INetworkDefinition, ctx: ConversionContext):
         self._network = network
         self._ctx = ctx
 
@@ -67,7 +68,7 @@ class _NamedNetwork:
 class ConversionContext:
     """Maps torch tensors to network tensors while one forward pass is traced."""
 
-    def __init__(self, network: "trt.INetworkDefinition", policy: Optional[PrecisionPolicy] = None):
+    def __init__(self, network: trt.INetworkDefinition, policy: Optional[PrecisionPolicy] = None):
         self.raw_network = network
         self.network = _NamedNetwork(network, self)
         self.policy = policy or PrecisionPolicy()
@@ -134,7 +135,7 @@ class ConversionContext:
         finally:
             self._call_name, self._call_layers = saved
 
-    def _name_layer(self, layer: "trt.ILayer") -> None:
+    def _name_layer(self, layer: trt.ILayer) -> None:
         name = self._call_name if self._call_layers == 0 else f"{self._call_name}.{self._call_layers}"
         self._call_layers += 1
         layer.name = name
@@ -142,7 +143,7 @@ class ConversionContext:
             layer.get_output(k).name = name if layer.num_outputs == 1 else f"{name}:{k}"
 
     # --- torch tensors <-> network tensors ------------------------------------------
-    def bind(self, tensor: torch.Tensor, itensor: Union["trt.ITensor", Channels]) -> None:
+    def bind(self, tensor: torch.Tensor, itensor: Union[trt.ITensor, Channels]) -> None:
         """Record that ``tensor`` (a real torch value of the traced pass) is ``itensor`` in the network, or
         a :class:`torch2x.layout.Channels` value (its canonical tensor is then made when first read)."""
         if isinstance(itensor, Channels):
@@ -161,7 +162,7 @@ class ConversionContext:
             if entry is not None and entry[0] is tensor:
                 del table[id(tensor)]
 
-    def lookup(self, tensor: Any) -> Optional["trt.ITensor"]:
+    def lookup(self, tensor: Any) -> Optional[trt.ITensor]:
         """The network tensor of a traced torch tensor, or None for anything else."""
         entry = self._tensors.get(id(tensor))
         if entry is not None and entry[0] is tensor:
@@ -181,7 +182,7 @@ class ConversionContext:
         entry = self._tensors.get(id(tensor))
         return (entry is not None and entry[0] is tensor) or self.held(tensor) is not None
 
-    def peek(self, tensor: Any) -> Optional["trt.ITensor"]:
+    def peek(self, tensor: Any) -> Optional[trt.ITensor]:
         """The canonical network tensor of ``tensor`` if it exists already (None for a value held only
         in channel layout, or not traced)."""
         entry = self._tensors.get(id(tensor))
@@ -192,7 +193,7 @@ class ConversionContext:
         entry = self._channels.get(id(value))
         return entry[1] if entry is not None and entry[0] is value else None
 
-    def producer(self, itensor: "trt.ITensor") -> Optional["trt.ILayer"]:
+    def producer(self, itensor: trt.ITensor) -> Optional[trt.ILayer]:
         """The layer whose output ``itensor`` is (None for a network input), for converters that choose
         layers by what TensorRT will fuse them with. Layers are indexed as they are first asked for."""
         network = self.raw_network
@@ -231,13 +232,13 @@ class ConversionContext:
             dtype = self.dtype_for(dtype)
         return layout.cast(self, ch, dtype)
 
-    def dtype_for(self, dtype: torch.dtype) -> "trt.DataType":
+    def dtype_for(self, dtype: torch.dtype) -> trt.DataType:
         """The network type that holds values PyTorch computes in ``dtype``, under the precision policy."""
         if dtype.is_floating_point:
             return trt.DataType.FLOAT if self.fp32_region else self.policy.float_type(dtype)
         return to_trt(dtype)
 
-    def trt(self, value: Any, dtype: Optional[Union[torch.dtype, "trt.DataType"]] = None) -> "trt.ITensor":
+    def trt(self, value: Any, dtype: Optional[Union[torch.dtype, trt.DataType]] = None) -> trt.ITensor:
         """The network tensor for a traced tensor, a parameter/buffer/other tensor, or a Python scalar.
 
         Untraced tensors and scalars become constants (each tensor object once).
@@ -264,7 +265,7 @@ class ConversionContext:
             raise ConversionError(f"{self.op}: cannot turn {type(value).__name__} into a network tensor")
         return itensor if dtype is None else self.cast(itensor, dtype)
 
-    def trt_shaped(self, value: Any, shape: Sequence[int]) -> "trt.ITensor":
+    def trt_shaped(self, value: Any, shape: Sequence[int]) -> trt.ITensor:
         """``self.trt(value)`` reshaped to ``shape`` (same element count). A tensor that is not traced
         (a weight) becomes a constant already in that shape, made once per shape: no shuffle layer.
         Example: ``ctx.trt_shaped(linear.bias, (1, 1, out_features))`` to add to a rank-3 tensor.
@@ -274,7 +275,7 @@ class ConversionContext:
             return self._tensor_constant(value, shape)
         return self.reshape(self.trt(value), shape)
 
-    def _tensor_constant(self, tensor: torch.Tensor, shape: Optional[tuple] = None) -> "trt.ITensor":
+    def _tensor_constant(self, tensor: torch.Tensor, shape: Optional[tuple] = None) -> trt.ITensor:
         key = (id(tensor), self.fp32_region) + ((shape,) if shape is not None else ())
         entry = self._constants.get(key)
         if entry is not None and entry[0] is tensor:
@@ -295,7 +296,7 @@ class ConversionContext:
         self._constants[key] = (tensor, itensor)
         return itensor
 
-    def constant(self, value: Union[torch.Tensor, np.ndarray, Sequence], dtype: "trt.DataType") -> "trt.ITensor":
+    def constant(self, value: Union[torch.Tensor, np.ndarray, Sequence], dtype: trt.DataType) -> trt.ITensor:
         """A constant layer holding ``value`` in network type ``dtype``."""
         t = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         t = t.to("cpu")
@@ -313,28 +314,28 @@ class ConversionContext:
         out = layer.get_output(0)
         return self.cast(out, dtype) if store != torch_dtype else out
 
-    def weights(self, value: Union[torch.Tensor, np.ndarray], dtype: "trt.DataType") -> "trt.Weights":
+    def weights(self, value: Union[torch.Tensor, np.ndarray], dtype: trt.DataType) -> trt.Weights:
         """Host weights (a layer's kernel or bias) in network type ``dtype``, kept alive until the build."""
         t = torch.as_tensor(value).detach().to("cpu", to_torch(dtype))
         array = np.ascontiguousarray(t.numpy())
         self._keepalive.append(array)
         return trt.Weights(array)
 
-    def quantize_input(self, call: Any, operand: str, itensor: "trt.ITensor") -> "trt.ITensor":
+    def quantize_input(self, call: Any, operand: str, itensor: trt.ITensor) -> trt.ITensor:
         """In an int8 conversion, ``itensor`` (the network value of ``call``'s argument ``operand``)
         through a calibrated Quantize/Dequantize pair when the call and operand are quantizable
         (``torch2x.quantization.QUANTIZABLE``, a traced float value); otherwise ``itensor`` itself.
         Example: ``x = ctx.quantize_input(call, "input", ctx.trt(call.arg("input")))``."""
         return itensor if self.quantizer is None else self.quantizer.quantize_input(self, call, operand, itensor)
 
-    def quantized_weights(self, weight: torch.Tensor, dtype: "trt.DataType", axis: int = 0) -> "trt.ITensor":
+    def quantized_weights(self, weight: torch.Tensor, dtype: trt.DataType, axis: int = 0) -> trt.ITensor:
         """A weight (parameter) as a network tensor of type ``dtype``; in an int8 conversion through a
         Quantize/Dequantize pair per output channel along ``axis`` (``max|w| / 127``)."""
         if self.quantizer is None or self.is_traced(weight):
             return self.trt(weight, dtype)
         return self.quantizer.quantized_weights(self, weight, dtype, axis)
 
-    def write_through(self, view: torch.Tensor, base: torch.Tensor) -> "trt.ITensor":
+    def write_through(self, view: torch.Tensor, base: torch.Tensor) -> trt.ITensor:
         """``base``'s network value with ``view``'s current one scattered into it: the network side of an
         in-place write through a view (``y[0].add_(1)`` changes ``y``). Positions come from the view's
         real strides, so any view of a contiguous base works."""
@@ -353,7 +354,7 @@ class ConversionContext:
         read of it is reported with ``why`` instead of silently reading the new value."""
         self.retired[id(tensor)] = (tensor, why)
 
-    def scalar(self, value: Union[bool, int, float], dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
+    def scalar(self, value: Union[bool, int, float], dtype: Optional[trt.DataType] = None) -> trt.ITensor:
         """A rank-0 constant; its type is ``dtype`` or follows Python's (float -> policy float, int -> int64)."""
         if isinstance(value, TracedInt):
             return self.trt(value) if dtype is None else self.cast(self.trt(value), dtype)
@@ -365,7 +366,7 @@ class ConversionContext:
             self._constants[key] = (None, self.constant(np.array(value), dtype))
         return self._constants[key][1]
 
-    def pointwise(self, value: Any, fn: Any) -> Union["trt.ITensor", Channels]:
+    def pointwise(self, value: Any, fn: Any) -> Union[trt.ITensor, Channels]:
         """``fn(network tensor)`` for an op that treats every element alike (an activation; None: a copy): on
         a value in channel layout it runs on the stored tensor and the result stays in that layout.
         Example: ``return ctx.pointwise(call.arg("input"), lambda t: ctx.activation(t, Act.RELU))``."""
@@ -379,7 +380,7 @@ class ConversionContext:
         return layout.note(self, out, None, like=ch)
 
     # --- shared layer helpers ----------------------------------------------------------
-    def cast(self, itensor: "trt.ITensor", dtype: Union["trt.DataType", torch.dtype]) -> "trt.ITensor":
+    def cast(self, itensor: trt.ITensor, dtype: Union[trt.DataType, torch.dtype]) -> trt.ITensor:
         """``itensor`` in ``dtype``; no layer when it already is, and never a cast straight back."""
         if isinstance(dtype, torch.dtype):
             dtype = self.dtype_for(dtype)
@@ -397,7 +398,7 @@ class ConversionContext:
             self._cast_sources[out.name] = itensor
         return self._casts[key]
 
-    def reshape(self, itensor: "trt.ITensor", shape: Sequence[Any]) -> "trt.ITensor":
+    def reshape(self, itensor: trt.ITensor, shape: Sequence[Any]) -> trt.ITensor:
         """``itensor`` reshaped to ``shape`` (no layer when it already has it).
 
         ``shape`` holds ints, at most one -1 (inferred, as in torch) and traced sizes
@@ -418,7 +419,7 @@ class ConversionContext:
             example = None if known is None else tuple(math.prod(known) // rest if s == -1 else int(s) for s in shape)
         return self._noted(self._reshape(itensor, shape), example)
 
-    def _same_dim(self, itensor: "trt.ITensor", axis: int, size: Any) -> bool:
+    def _same_dim(self, itensor: trt.ITensor, axis: int, size: Any) -> bool:
         """Whether ``size`` names ``itensor``'s dim ``axis`` as it is: its static size, or for a dynamic dim
         -1, that dim traced, or the example's size (converters that pass ``tuple(x.shape)`` or the output's
         example sizes for an unchanged layout)."""
@@ -430,7 +431,7 @@ class ConversionContext:
         example = self._example_sizes.get(itensor.name)
         return size == -1 or example is None or size == example[axis]
 
-    def _reshape(self, itensor: "trt.ITensor", shape: tuple) -> "trt.ITensor":
+    def _reshape(self, itensor: trt.ITensor, shape: tuple) -> trt.ITensor:
         current = tuple(itensor.shape)
         if not any(isinstance(s, TracedInt) for s in shape) and -1 not in shape:
             if all(d >= 0 for d in current):
@@ -440,13 +441,13 @@ class ConversionContext:
             return self._shuffle_to(itensor, shape, copy_zeros=False)  # a real empty dim
         return self._shuffle_to(itensor, self._placeholders(itensor, shape), copy_zeros=True)
 
-    def _noted(self, itensor: "trt.ITensor", example: Optional[Sequence[int]]) -> "trt.ITensor":
+    def _noted(self, itensor: trt.ITensor, example: Optional[Sequence[int]]) -> trt.ITensor:
         """``itensor``, with the example's sizes remembered when it has dynamic dims (for ``dims``)."""
         if example is not None and any(d < 0 for d in itensor.shape):
             self._example_sizes[itensor.name] = tuple(int(d) for d in example)
         return itensor
 
-    def _shuffle_to(self, itensor: "trt.ITensor", shape: tuple, copy_zeros: bool) -> "trt.ITensor":
+    def _shuffle_to(self, itensor: trt.ITensor, shape: tuple, copy_zeros: bool) -> trt.ITensor:
         """A shuffle to ``shape``: static ints (-1 is inferred; 0 copies the input's dim when
         ``copy_zeros``) or, with traced sizes, a shape tensor."""
         layer = self.network.add_shuffle(itensor)
@@ -477,7 +478,7 @@ class ConversionContext:
             raise ConversionError(f"converter bug: the example's sizes of the dynamic tensor {itensor.name} are unknown")
         return tuple(int(d) if d >= 0 else dim_of(int(example[i]), itensor, i) for i, d in enumerate(itensor.shape))
 
-    def shape_value(self, size: Any) -> "trt.ITensor":
+    def shape_value(self, size: Any) -> trt.ITensor:
         """A size (int or traced) as a 1-element INT64 network tensor, computed by shape layers (made once)."""
         if not isinstance(size, TracedInt):
             return self._int64s([int(size)])
@@ -500,14 +501,14 @@ class ConversionContext:
         self._constants[key] = (size, out)
         return out
 
-    def shape_of(self, itensor: "trt.ITensor") -> "trt.ITensor":
+    def shape_of(self, itensor: trt.ITensor) -> trt.ITensor:
         """``itensor``'s run-time shape as a 1-D INT64 tensor (one shape layer per tensor)."""
         key = ("shape", itensor.name)
         if key not in self._constants:
             self._constants[key] = (None, self.cast(self.network.add_shape(itensor).get_output(0), trt.DataType.INT64))
         return self._constants[key][1]
 
-    def shape_tensor(self, sizes: Sequence[Any]) -> "trt.ITensor":
+    def shape_tensor(self, sizes: Sequence[Any]) -> trt.ITensor:
         """``sizes`` (ints and traced sizes) as a 1-D INT64 network tensor: runs of ints become one constant."""
         pieces: list = []
         run: list = []
@@ -527,11 +528,11 @@ class ConversionContext:
         layer.axis = 0
         return layer.get_output(0)
 
-    def _int64s(self, values: Sequence[int]) -> "trt.ITensor":
+    def _int64s(self, values: Sequence[int]) -> trt.ITensor:
         """Static sizes as a 1-D INT64 constant."""
         return self.constant(np.array(values, dtype=np.int64), trt.DataType.INT64)
 
-    def _placeholders(self, itensor: "trt.ITensor", shape: tuple) -> tuple:
+    def _placeholders(self, itensor: trt.ITensor, shape: tuple) -> tuple:
         """``shape`` with traced sizes that repeat ``itensor``'s dim at the same position as 0, and a
         single other unknown as -1, so the reshape needs no shape layers."""
         name = itensor.name
@@ -544,7 +545,7 @@ class ConversionContext:
             out[i] = math.prod(self.dims(itensor)) // math.prod(s for j, s in enumerate(shape) if j != i)
         return tuple(out)
 
-    def _dynamic_target(self, itensor: "trt.ITensor", shape: tuple) -> tuple:
+    def _dynamic_target(self, itensor: trt.ITensor, shape: tuple) -> tuple:
         """The example's target ``shape`` for an ``itensor`` with dynamic dims: leading and trailing dims
         equal to the example's follow the input (traced sizes), one remaining dim is inferred (-1)."""
         current = tuple(itensor.shape)
@@ -567,9 +568,9 @@ class ConversionContext:
             out[lead] = -1
         return tuple(out)
 
-    def shuffle(self, itensor: "trt.ITensor", reshape: Optional[Sequence[Any]] = None,
+    def shuffle(self, itensor: trt.ITensor, reshape: Optional[Sequence[Any]] = None,
                 first: Optional[Sequence[int]] = None, second: Optional[Sequence[int]] = None,
-                copy_zeros: bool = False) -> "trt.ITensor":
+                copy_zeros: bool = False) -> trt.ITensor:
         """One shuffle layer: transpose ``first``, reshape to ``reshape`` (ints, one -1, traced sizes; with
         ``copy_zeros`` a 0 copies the transposed input's dim at that position, static or dynamic), transpose
         ``second`` (None skips a step). With dynamic dims a single unknown size is inferred and more come from
@@ -601,14 +602,14 @@ class ConversionContext:
             dims = None if dims is None else tuple(dims[o] for o in second)
         return self._noted(layer.get_output(0), dims)
 
-    def _known_dims(self, itensor: "trt.ITensor") -> Optional[tuple]:
+    def _known_dims(self, itensor: trt.ITensor) -> Optional[tuple]:
         """``dims(itensor)``, or None when it has dynamic dims whose example sizes nobody recorded."""
         try:
             return self.dims(itensor)
         except ConversionError:
             return None
 
-    def arange(self, length: Any, dtype: "trt.DataType" = None) -> "trt.ITensor":
+    def arange(self, length: Any, dtype: trt.DataType = None) -> trt.ITensor:
         """``0, 1, ..., length - 1`` as a 1-D tensor (INT64 by default); a traced ``length`` gives a fill
         layer whose size follows the input, a static one a constant."""
         dtype = dtype or trt.DataType.INT64
@@ -619,7 +620,7 @@ class ConversionContext:
         layer.alpha, layer.beta = 0, 1
         return self._noted(layer.get_output(0), (int(length),))
 
-    def permute(self, itensor: "trt.ITensor", order: Sequence[int]) -> "trt.ITensor":
+    def permute(self, itensor: trt.ITensor, order: Sequence[int]) -> trt.ITensor:
         """``itensor`` with its axes in ``order`` (no layer for the identity order)."""
         order = tuple(int(o) for o in order)
         if order == tuple(range(len(order))):
@@ -629,9 +630,9 @@ class ConversionContext:
         example = self.dims(itensor)
         return self._noted(layer.get_output(0), [example[o] for o in order])
 
-    def slice(self, itensor: "trt.ITensor", start: Sequence[int], shape: Sequence[int],
-              stride: Optional[Sequence[int]] = None, mode: Optional["trt.SampleMode"] = None,
-              fill: Any = None) -> "trt.ITensor":
+    def slice(self, itensor: trt.ITensor, start: Sequence[int], shape: Sequence[int],
+              stride: Optional[Sequence[int]] = None, mode: Optional[trt.SampleMode] = None,
+              fill: Any = None) -> trt.ITensor:
         """A static slice: output ``[i0, i1, ...]`` reads input ``[start[k] + i_k * stride[k]]`` on each axis.
 
         Negative strides walk backwards from ``start`` (``ctx.slice(x, [n - 1], [n], [-1])`` flips
@@ -660,7 +661,7 @@ class ConversionContext:
             layer.set_input(4, self.scalar(fill, itensor.dtype))
         return self._noted(layer.get_output(0), shape)
 
-    def expand(self, itensor: "trt.ITensor", shape: Sequence[Any]) -> "trt.ITensor":
+    def expand(self, itensor: trt.ITensor, shape: Sequence[Any]) -> trt.ITensor:
         """``itensor`` broadcast to ``shape`` (torch's ``expand``; ints or traced sizes): leading 1s, then
         a stride-0 slice re-reads each size-1 axis. Example: ``ctx.expand(ctx.scalar(0.0), (2, 3))``."""
         shape = tuple(v if isinstance(v, TracedInt) else int(v) for v in shape)
@@ -674,20 +675,20 @@ class ConversionContext:
         stride = [0 if d == 1 and s != 1 else 1 for d, s in zip(current, shape)]
         return self.slice(itensor, (0,) * len(shape), shape, stride)
 
-    def broadcast_rank(self, itensor: "trt.ITensor", rank: int) -> "trt.ITensor":
+    def broadcast_rank(self, itensor: trt.ITensor, rank: int) -> trt.ITensor:
         """``itensor`` with leading size-1 dims up to ``rank`` (dynamic dims are copied at run time)."""
         count = rank - len(itensor.shape)
         if count <= 0:
             return itensor
         return self.reshape(itensor, (1,) * count + self.dims(itensor))
 
-    def broadcast(self, *itensors: "trt.ITensor") -> list:
+    def broadcast(self, *itensors: trt.ITensor) -> list:
         """The tensors at one rank (leading size-1 dims added), as TensorRT's elementwise layers need."""
         rank = max(len(t.shape) for t in itensors)
         return [self.broadcast_rank(t, rank) for t in itensors]
 
-    def elementwise(self, a: Any, b: Any, op: "trt.ElementWiseOperation",
-                    dtype: Optional["trt.DataType"] = None) -> "trt.ITensor":
+    def elementwise(self, a: Any, b: Any, op: trt.ElementWiseOperation,
+                    dtype: Optional[trt.DataType] = None) -> trt.ITensor:
         """``a op b`` with both operands cast to ``dtype`` (default: ``a``'s type) and broadcast."""
         ta = self.trt(a) if not isinstance(a, (bool, int, float)) else None
         dtype = dtype or (ta.dtype if ta is not None else self.trt(b).dtype)
@@ -696,11 +697,11 @@ class ConversionContext:
         ta, tb = self.broadcast(ta, tb)
         return self.network.add_elementwise(ta, tb, op).get_output(0)
 
-    def unary(self, x: Any, op: "trt.UnaryOperation") -> "trt.ITensor":
+    def unary(self, x: Any, op: trt.UnaryOperation) -> trt.ITensor:
         return self.network.add_unary(self.trt(x), op).get_output(0)
 
-    def activation(self, x: Any, kind: "trt.ActivationType", alpha: Optional[float] = None,
-                   beta: Optional[float] = None) -> "trt.ITensor":
+    def activation(self, x: Any, kind: trt.ActivationType, alpha: Optional[float] = None,
+                   beta: Optional[float] = None) -> trt.ITensor:
         layer = self.network.add_activation(self.trt(x), kind)
         if alpha is not None:
             layer.alpha = alpha
@@ -709,7 +710,7 @@ class ConversionContext:
         return layer.get_output(0)
 
     @staticmethod
-    def output(layer: "trt.ILayer", index: int = 0) -> "trt.ITensor":
+    def output(layer: trt.ILayer, index: int = 0) -> trt.ITensor:
         """The ``index``-th output of ``layer``: what most converters return."""
         return layer.get_output(index)
 
@@ -733,7 +734,7 @@ class ConversionContext:
             mask |= 1 << cls.axis(d, rank)
         return mask
 
-    def spatial_layout(self, itensor: "trt.ITensor", spatial: int) -> "trt.ITensor":
+    def spatial_layout(self, itensor: trt.ITensor, spatial: int) -> trt.ITensor:
         """``itensor`` (``[N,] C, *spatial``) in the ``N, C, *spatial`` layout with 2 or 3 spatial dims
         that TensorRT's convolution and pooling layers take: an unbatched input gets N=1 and a single
         spatial dim gets a trailing dim of 1 (extend the window/stride/padding with 1/1/0).
@@ -746,6 +747,6 @@ class ConversionContext:
         return self.reshape(itensor, shape)
 
     @staticmethod
-    def shape(itensor: "trt.ITensor") -> tuple:
+    def shape(itensor: trt.ITensor) -> tuple:
         """The static shape of a network tensor (every dim is known while shapes are fixed)."""
         return tuple(itensor.shape)

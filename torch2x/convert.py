@@ -1,7 +1,8 @@
 """``torch2x(module, inputs)``: build the network, build the engine, wrap it in a TRTModule."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Iterable, Sequence
 
 from . import engine_cache as cache_mod
 from .build_options import BuildOptions

@@ -20,7 +20,7 @@ if hasattr(trt.DataType, "FP8") and hasattr(torch, "float8_e4m3fn"):
 TRT_FROM_TORCH: dict = {v: k for k, v in TORCH_FROM_TRT.items()}
 
 
-def to_torch(dtype: "trt.DataType") -> torch.dtype:
+def to_torch(dtype: trt.DataType) -> torch.dtype:
     """``trt.DataType.HALF`` -> ``torch.float16``; a clear error for types torch cannot hold."""
     try:
         return TORCH_FROM_TRT[dtype]
@@ -37,7 +37,7 @@ def network_type(dtype: torch.dtype) -> torch.dtype:
 FLOAT64_NOTE = "computes float64 in float32 (TensorRT has no float64)"
 
 
-def to_trt(dtype: torch.dtype) -> "trt.DataType":
+def to_trt(dtype: torch.dtype) -> trt.DataType:
     """``torch.float16`` -> ``trt.DataType.HALF``; float64 is not a TensorRT type, so callers narrow it first
     (:func:`network_type`)."""
     try:

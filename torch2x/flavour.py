@@ -57,7 +57,7 @@ _HAS_ATTENTION_V2: bool = hasattr(trt.INetworkDefinition, "add_attention_v2")
 HAS_ATTENTION_LAYER: bool = _HAS_ATTENTION_V2 or hasattr(trt.INetworkDefinition, "add_attention")
 
 
-def create_network(builder: "trt.Builder") -> "trt.INetworkDefinition":
+def create_network(builder: trt.Builder) -> trt.INetworkDefinition:
     """A strongly typed network on every flavour.
 
     TensorRT 10.x needs the STRONGLY_TYPED flag; 11.x and TensorRT-RTX are always
@@ -69,9 +69,9 @@ def create_network(builder: "trt.Builder") -> "trt.INetworkDefinition":
 
 
 def add_attention(
-    network: "trt.INetworkDefinition", query: "trt.ITensor", key: "trt.ITensor", value: "trt.ITensor",
-    *, causal: bool = False, mask: "trt.ITensor | None" = None,
-) -> "trt.IAttention":
+    network: trt.INetworkDefinition, query: trt.ITensor, key: trt.ITensor, value: trt.ITensor,
+    *, causal: bool = False, mask: trt.ITensor | None = None,
+) -> trt.IAttention:
     """A fused attention ``softmax(query @ key^T (+ mask)) @ value`` on any flavour that has one.
 
     ``query`` is ``[B, Hq, Sq, D]``, ``key`` and ``value`` are ``[B, Hkv, Skv, D]`` with ``Hq % Hkv == 0``
@@ -138,7 +138,7 @@ def describe() -> str:
 _LAYER_CLASSES: dict = {}
 
 
-def concrete_layer(layer: "trt.ILayer") -> "trt.ILayer":
+def concrete_layer(layer: trt.ILayer) -> trt.ILayer:
     """Give a layer from ``network.get_layer(i)`` its concrete class so its attributes read back."""
     if not _LAYER_CLASSES:
         for attr in dir(trt):
@@ -181,7 +181,7 @@ def builder_option_refusal(option: str) -> str:
     return (_RTX_REFUSALS if IS_RTX else _FULL_REFUSALS).get(option, "")
 
 
-def set_compute_capabilities(config: "trt.IBuilderConfig", targets: list) -> None:
+def set_compute_capabilities(config: trt.IBuilderConfig, targets: list) -> None:
     """TensorRT-RTX's ahead-of-time targets: ``["8.9", "12.0"]``, ``["SM89"]`` or ``["current"]`` (the GPU
     of the building machine). Raises ValueError naming a target this TensorRT-RTX does not know."""
     known = {k: v for k, v in trt.ComputeCapability.__members__.items() if k != "NONE"}

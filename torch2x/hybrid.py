@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -415,7 +416,7 @@ class HybridNetwork:
         """One serialized engine per segment."""
         return [segment.build_engine(progress) for segment in self.segments]
 
-    def to_module(self, engines: list) -> "HybridModule":
+    def to_module(self, engines: list) -> HybridModule:
         from .runtime import module_from_network
 
         return HybridModule(self.program, self.constants,

@@ -17,7 +17,8 @@ layer, plus one scale layer for a pending affine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 import torch
 
@@ -44,7 +45,7 @@ class Channels:
     def affine(self) -> bool:
         return self.scale is not None or self.shift is not None
 
-    def with_tensor(self, itensor: Any) -> "Channels":
+    def with_tensor(self, itensor: Any) -> Channels:
         """The same layout over another stored tensor, without the pending affine."""
         return Channels(itensor, self.order)
 
@@ -69,7 +70,7 @@ class StoredView:
     shift: Optional[torch.Tensor] = None
 
     @staticmethod
-    def of(ch: Channels) -> "StoredView":
+    def of(ch: Channels) -> StoredView:
         return StoredView(ch.itensor.name, ch.order, ch.scale, ch.shift)
 
     def canonical(self, stored: torch.Tensor) -> torch.Tensor:

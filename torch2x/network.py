@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -34,8 +35,8 @@ class ConvertedNetwork:
     outputs in the structure the module returns; ``build_engine()`` serializes it.
     """
 
-    builder: "trt.Builder"
-    network: "trt.INetworkDefinition"
+    builder: trt.Builder
+    network: trt.INetworkDefinition
     input_names: list
     output_names: list
     report: ConversionReport
@@ -84,7 +85,7 @@ class ConvertedNetwork:
         return inspect_network(self, gpu=gpu, options=options)
 
 
-def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
+def build_engine(builder: trt.Builder, network: trt.INetworkDefinition,
                  max_workspace_size: Optional[int] = None, progress_monitor: Any = None,
                  profiles: Optional[list] = None, options: Any = None) -> bytes:
     """``builder.build_serialized_network`` with a clear error carrying TensorRT's own messages.
@@ -100,8 +101,8 @@ def build_engine(builder: "trt.Builder", network: "trt.INetworkDefinition",
     return serialize(builder, network, config, options, progress_monitor)
 
 
-def engine_config(builder: "trt.Builder", network: "trt.INetworkDefinition", max_workspace_size: Optional[int],
-                  profiles: Optional[list], options: BuildOptions) -> "trt.IBuilderConfig":
+def engine_config(builder: trt.Builder, network: trt.INetworkDefinition, max_workspace_size: Optional[int],
+                  profiles: Optional[list], options: BuildOptions) -> trt.IBuilderConfig:
     """The builder config of an engine build: workspace, optimization profiles and build options."""
     held = placeholder_ops(network)
     if held:
@@ -122,7 +123,7 @@ def engine_config(builder: "trt.Builder", network: "trt.INetworkDefinition", max
     return config
 
 
-def serialize(builder: "trt.Builder", network: "trt.INetworkDefinition", config: "trt.IBuilderConfig",
+def serialize(builder: trt.Builder, network: trt.INetworkDefinition, config: trt.IBuilderConfig,
               options: BuildOptions, progress_monitor: Any = None) -> bytes:
     """Build the engine plan of ``network`` with ``config``; saves the timing cache back when one is used."""
     if progress_monitor is True or (progress_monitor is None and progress_mod.wanted(None)):
@@ -144,7 +145,7 @@ def serialize(builder: "trt.Builder", network: "trt.INetworkDefinition", config:
     return bytes(memoryview(plan))
 
 
-def placeholder_ops(network: "trt.INetworkDefinition") -> list:
+def placeholder_ops(network: trt.INetworkDefinition) -> list:
     """The ops a network holds placeholders for (layers only the interpreter runs), in layer order.
 
     A converter that cannot express a call on this TensorRT may stand in for it with placeholder layers

@@ -7,7 +7,8 @@ anything listed in ``keep_fp32``) kept in float32 with casts around them.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Optional
+from collections.abc import Iterable
 
 import torch
 
@@ -32,7 +33,7 @@ class PrecisionPolicy:
     def reduced(self) -> bool:
         return self.fp16 or self.bf16
 
-    def float_type(self, dtype: torch.dtype) -> "trt.DataType":
+    def float_type(self, dtype: torch.dtype) -> trt.DataType:
         """The network type for torch floating values (float64 has no TensorRT type: float32)."""
         if dtype == torch.float16:
             return trt.DataType.HALF

@@ -29,7 +29,8 @@ in the float type; weights computed in the forward pass are not quantized.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Union
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -265,7 +266,7 @@ class Quantizer:
         return float(scale_from_amax(amax))
 
     def quantize_input(self, ctx: ConversionContext, call: Call, operand: str,
-                       itensor: "trt.ITensor") -> "trt.ITensor":
+                       itensor: trt.ITensor) -> trt.ITensor:
         names = QUANTIZABLE.get(call.name, ())
         value = call.bound().get(operand)
         if (operand not in names or itensor.dtype not in _FLOATS or not isinstance(value, torch.Tensor)
@@ -286,12 +287,12 @@ class Quantizer:
                 itensor = ctx.network.add_elementwise(itensor, factors, trt.ElementWiseOperation.PROD).get_output(0)
         return qdq(ctx, itensor, _array(ctx, torch.tensor(scale)), base, None)[0]
 
-    def quantized_weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: "trt.DataType",
-                          axis: int = 0) -> "trt.ITensor":
+    def quantized_weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: trt.DataType,
+                          axis: int = 0) -> trt.ITensor:
         """``weight`` (a torch tensor) as a per-channel Q/DQ'd network tensor of type ``dtype``."""
         return self._weights(ctx, weight, dtype, axis)[0]
 
-    def _weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: "trt.DataType", axis: int) -> tuple:
+    def _weights(self, ctx: ConversionContext, weight: torch.Tensor, dtype: trt.DataType, axis: int) -> tuple:
         w = weight.detach().to("cpu", torch.float32)
         smooth = self.cache.smooth.get(ctx.call_name)
         if smooth is not None:
@@ -333,8 +334,8 @@ def _array(ctx: ConversionContext, t: torch.Tensor) -> np.ndarray:
     return array
 
 
-def qdq(ctx: ConversionContext, itensor: "trt.ITensor", scale: np.ndarray, base: str,
-        axis: Optional[int], dtype: Optional["trt.DataType"] = None) -> tuple:
+def qdq(ctx: ConversionContext, itensor: trt.ITensor, scale: np.ndarray, base: str,
+        axis: Optional[int], dtype: Optional[trt.DataType] = None) -> tuple:
     """``itensor -> Quantize(int8) -> Dequantize(dtype or itensor's type)`` sharing one float32 scale
     constant (rank 0: per tensor; rank 1: per channel along ``axis``). Layers: ``base/scale``,
     ``base/quantize``, ``base/dequantize``. Returns the dequantized tensor and the scale's layer."""
@@ -368,7 +369,7 @@ def prepare(module: Any, *, calibration_data: Optional[Iterable[Any]] = None, ca
                      f"calibrate, or calibration_cache=<path of a saved calibration>{missing}")
 
 
-def qdq_scales(network: "trt.INetworkDefinition") -> dict:
+def qdq_scales(network: trt.INetworkDefinition) -> dict:
     """``{quantize layer name: scale (numpy float32)}`` read back from a network: what a conversion
     from a calibration cache must reproduce."""
     producers = {}

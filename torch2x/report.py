@@ -77,7 +77,7 @@ class ConversionReport:
             self.notes.append(note)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ConversionReport":
+    def from_dict(cls, data: dict) -> ConversionReport:
         """The inverse of :meth:`to_dict` (for reports kept with cached engines)."""
         report = cls()
         report.converted_calls, report.num_layers = data.get("converted_calls", 0), data.get("num_layers", 0)
@@ -103,7 +103,7 @@ class ConversionReport:
         entry.count += 1
         entry.module_paths[module_path or "<root>"] += 1
 
-    def merge_notes(self, other: "ConversionReport") -> None:
+    def merge_notes(self, other: ConversionReport) -> None:
         """Take ``other``'s notes (a composite's inner report) into this one."""
         for note in other.notes:
             self.add_note(note)

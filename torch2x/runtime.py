@@ -53,7 +53,7 @@ class TRTModule(torch.nn.Module):
         self._lock = threading.Lock()
 
     # --- devices: an engine lives on one CUDA device ------------------------------------------
-    def to(self, *args: Any, **kwargs: Any) -> "TRTModule":
+    def to(self, *args: Any, **kwargs: Any) -> TRTModule:
         """Like ``nn.Module.to`` for a CUDA device; a TensorRT engine cannot run on CPU or change dtype."""
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
         if dtype is not None:
@@ -63,15 +63,15 @@ class TRTModule(torch.nn.Module):
             self._set_device(device)
         return self
 
-    def cuda(self, device: Any = None) -> "TRTModule":
+    def cuda(self, device: Any = None) -> TRTModule:
         if device is None:
             device = torch.cuda.current_device() if torch.cuda.is_available() else 0
         return self._set_device(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
 
-    def cpu(self) -> "TRTModule":
+    def cpu(self) -> TRTModule:
         return self._set_device(torch.device("cpu"))
 
-    def _set_device(self, device: torch.device) -> "TRTModule":
+    def _set_device(self, device: torch.device) -> TRTModule:
         device = torch.device(device)
         if device.type != "cuda":
             raise TRTModuleError(f"TRTModule runs TensorRT engines on CUDA devices and cannot move to {device}; "
@@ -151,7 +151,7 @@ class TRTModule(torch.nn.Module):
             tensors.append(torch.zeros(shape, dtype=getattr(torch, dtype.replace("torch.", ""))))
         return unflatten(self.meta["input_spec"], tensors)
 
-    def refit(self, model: Any, inputs: Any = None, **conversion: Any) -> "TRTModule":
+    def refit(self, model: Any, inputs: Any = None, **conversion: Any) -> TRTModule:
         """Put ``model``'s weights into this engine (built with ``strip_weights=True`` or ``refittable=True``)
         through TensorRT's ``Refitter``; needs a GPU, like running the engine. Example::
 

@@ -18,7 +18,8 @@ value: the probe pass then reports any output that should have varied but did no
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Union
+from typing import Any, Union
+from collections.abc import Callable
 
 
 _IDENTITY = {"add": 0, "sub": 0, "mul": 1, "floordiv": 1}
@@ -33,7 +34,7 @@ class TracedInt(int):
 
     expr: tuple
 
-    def __new__(cls, value: int, expr: tuple) -> "TracedInt":
+    def __new__(cls, value: int, expr: tuple) -> TracedInt:
         obj = int.__new__(cls, value)
         obj.expr = expr
         return obj
@@ -42,7 +43,7 @@ class TracedInt(int):
         return f"TracedInt({int(self)})"
 
     def _binary(name: str, fn: Callable, reflected: bool = False) -> Callable:
-        def method(self: "TracedInt", other: Any) -> Any:
+        def method(self: TracedInt, other: Any) -> Any:
             if not isinstance(other, int) or isinstance(other, bool):
                 return fn(int(self), other) if not reflected else fn(other, int(self))
             left, right = (other, self) if reflected else (self, other)
@@ -66,10 +67,10 @@ class TracedInt(int):
     __rmod__ = _binary("mod", operator.mod, True)
     del _binary
 
-    def __neg__(self) -> "TracedInt":
+    def __neg__(self) -> TracedInt:
         return TracedInt(-int(self), ("sub", 0, self))
 
-    def __pos__(self) -> "TracedInt":
+    def __pos__(self) -> TracedInt:
         return self
 
     # an int subclass would otherwise hash and compare as its value, which is what we want; copying keeps it

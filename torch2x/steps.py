@@ -16,7 +16,8 @@ ops, ``plugin_op``s) in the loading process. Example::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 import torch
 

@@ -18,7 +18,8 @@ import math
 import sys
 import threading
 import types
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -116,7 +117,7 @@ def traceable(qualname: str) -> Callable[[Callable], Callable]:
     return wrap
 
 
-def current() -> Optional["Tracer"]:
+def current() -> Optional[Tracer]:
     """The tracer converting on this thread, or None (for code that drives a forward pass itself, such as
     the ``torch.compile`` backend running a Dynamo graph node by node)."""
     return getattr(_local, "tracer", None)
@@ -147,7 +148,7 @@ def targets() -> list:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torch_targets() -> tuple:
     """The torch namespaces' targets: scanned once per process (the scan costs more than the patching)."""
     out = []
@@ -279,7 +280,7 @@ class _BypassWatch(TorchFunctionMode):
     """Sees every torch function call on this thread, however it was referenced; the tracer's own
     (patched) calls are marked busy, so what is left reached torch around the patches."""
 
-    def __init__(self, tracer: "Tracer"):
+    def __init__(self, tracer: Tracer):
         super().__init__()
         self.tracer = tracer
 
@@ -377,7 +378,7 @@ class Tracer:
             self._hooks.append(sub.register_forward_pre_hook(pre))
             self._hooks.append(sub.register_forward_hook(post))
 
-    def __enter__(self) -> "Tracer":
+    def __enter__(self) -> Tracer:
         if getattr(_local, "tracer", None) is not None:
             raise RuntimeError("a torch2x conversion is already running on this thread")
         _install()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from .flavour import trt
 
@@ -23,7 +23,7 @@ class Logger(trt.ILogger):
     def __init__(self):
         trt.ILogger.__init__(self)
         self.errors: list[str] = []
-        self._captured: "list[str] | None" = None
+        self._captured: list[str] | None = None
 
     def log(self, severity, msg):  # called by TensorRT
         level = _LEVELS.get(severity, logging.INFO)

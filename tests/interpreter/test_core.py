@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from torch2x.flavour import trt
-from torch2x.interpreter import InterpreterInputError, UnsupportedLayerError, interpret
+from torch2x.interpreter import InterpreterInputError, interpret
 
 
 def _const_plus_identity(fresh):

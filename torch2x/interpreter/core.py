@@ -8,7 +8,8 @@ function per ``LayerType``, registered with :func:`rule`.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Optional, Union
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -24,7 +25,7 @@ RULES: dict = {}
 PLACEHOLDER = "placeholder"
 
 
-def layer_type(layer: "trt.ILayer") -> "trt.LayerType":
+def layer_type(layer: trt.ILayer) -> trt.LayerType:
     """The ``LayerType`` of a layer, even on classes whose own ``type`` attribute means something else.
 
     ``IActivationLayer.type`` and ``IPoolingLayer.type`` shadow ``ILayer.type`` with the
@@ -36,7 +37,7 @@ def layer_type(layer: "trt.ILayer") -> "trt.LayerType":
 class UnsupportedLayerError(NotImplementedError):
     """The interpreter has no rule for a layer (or for one setting of it)."""
 
-    def __init__(self, layer: "trt.ILayer", detail: str = ""):
+    def __init__(self, layer: trt.ILayer, detail: str = ""):
         self.layer_name = layer.name
         self.layer_type = str(layer_type(layer)).split(".")[-1]
         msg = f"the interpreter cannot run layer {layer.name!r} of type {self.layer_type}"
@@ -51,7 +52,7 @@ class LayerExecutionError(RuntimeError):
     """A rule failed, or produced a shape that contradicts TensorRT's own shape inference."""
 
 
-def rule(*layer_types: "trt.LayerType") -> Callable[[Rule], Rule]:
+def rule(*layer_types: trt.LayerType) -> Callable[[Rule], Rule]:
     """Register the function that executes layers of these types.
 
     A rule is ``fn(layer, inputs, env) -> tensor or list of tensors``: ``layer`` has
@@ -75,14 +76,14 @@ class Env:
         self.device = device
         self._cache: dict = {}
 
-    def cached(self, layer: "trt.ILayer", key: str, make: Callable[[], Tensor]) -> Tensor:
+    def cached(self, layer: trt.ILayer, key: str, make: Callable[[], Tensor]) -> Tensor:
         """``make()`` once per layer and key (weights read back from TensorRT, moved to the device)."""
         k = (layer.name, key)
         if k not in self._cache:
             self._cache[k] = make()
         return self._cache[k]
 
-    def weights(self, layer: "trt.ILayer", attr: str, shape: Optional[Sequence[int]] = None) -> Optional[Tensor]:
+    def weights(self, layer: trt.ILayer, attr: str, shape: Optional[Sequence[int]] = None) -> Optional[Tensor]:
         """A layer's ``trt.Weights``/numpy attribute as a torch tensor on the device (``None`` if empty)."""
 
         def make():
@@ -96,7 +97,7 @@ class Env:
         return self.cached(layer, attr, make)
 
 
-def placeholder_meta(layer: "trt.ILayer") -> Optional[dict]:
+def placeholder_meta(layer: trt.ILayer) -> Optional[dict]:
     """The metadata of a placeholder layer as a dict, or None for any other layer.
 
     A converter that cannot express a call on this TensorRT (a plugin op on TensorRT-RTX) may add a
@@ -117,7 +118,7 @@ def placeholder_meta(layer: "trt.ILayer") -> Optional[dict]:
     return meta if isinstance(meta, dict) and meta.get("placeholder") is True else None
 
 
-def _input_names(layer: "trt.ILayer") -> list:
+def _input_names(layer: trt.ILayer) -> list:
     """The names of the tensors a layer reads (None for absent optional inputs)."""
     meta = placeholder_meta(layer)
     if meta is not None:
@@ -125,7 +126,7 @@ def _input_names(layer: "trt.ILayer") -> list:
     return [None if t is None else t.name for t in (layer.get_input(k) for k in range(layer.num_inputs))]
 
 
-def _layers(network: "trt.INetworkDefinition") -> list:
+def _layers(network: trt.INetworkDefinition) -> list:
     return [concrete_layer(network.get_layer(i)) for i in range(network.num_layers)]
 
 
@@ -156,7 +157,7 @@ def _topological(layers: list, available: set) -> list:
     return ordered
 
 
-def _plan_layer(layer: "trt.ILayer") -> tuple:
+def _plan_layer(layer: trt.ILayer) -> tuple:
     """(layer, its LayerType or PLACEHOLDER, input names (None for absent inputs), (name, trt dtype, torch dtype,
     shape) per output)."""
     outs = []
@@ -181,7 +182,7 @@ def _plan_layer(layer: "trt.ILayer") -> tuple:
 class Interpreter:
     """A network read back once, runnable many times: ``Interpreter(net)(inputs)``."""
 
-    def __init__(self, network: "trt.INetworkDefinition"):
+    def __init__(self, network: trt.INetworkDefinition):
         self.network = network
         self.inputs = [network.get_input(i) for i in range(network.num_inputs)]
         self.outputs = [network.get_output(i) for i in range(network.num_outputs)]
@@ -259,7 +260,7 @@ class Interpreter:
         return result
 
 
-def interpret(network: "trt.INetworkDefinition", inputs: dict, capture: Union[None, str, Iterable[str]] = None) -> dict:
+def interpret(network: trt.INetworkDefinition, inputs: dict, capture: Union[None, str, Iterable[str]] = None) -> dict:
     """Run a TensorRT network definition with PyTorch ops.
 
     Example::
