@@ -186,7 +186,7 @@ DETECTION_OPTIONS = {  # score thresholds under which the random-weight heads ke
     "ssdlite320_mobilenet_v3_large": {"score_thresh": 0.02},
     "fcos_resnet50_fpn": {"score_thresh": 0.9, "min_size": 320, "max_size": 320},
     "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.7, "min_size": 320, "max_size": 320},
-    "keypointrcnn_resnet50_fpn": {"box_score_thresh": 0.99, "min_size": 320, "max_size": 320},
+    "keypointrcnn_resnet50_fpn": {"box_score_thresh": 0.999, "min_size": 320, "max_size": 320},
 }
 # The conversion image first, then one keeping another number of detections (ssdlite keeps none on image 0).
 DETECTION_IMAGES = {name: (1, 0) if name.startswith("ssdlite") else (0, 1) for name in DETECTION_OPTIONS}
