@@ -190,6 +190,7 @@ def _hybrid_hooks() -> None:
     from torch2x import steps
 
     for step in DETECTION_STEPS:
+        steps.register_whole_step(step.qualname, "data-dependent detection post-processing, run whole")
         if step.bound is not None:
             steps.register_step_bound(step.qualname, step.output_bound)
         owner = _resolve_or_none(step.owner)

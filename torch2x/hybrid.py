@@ -215,6 +215,7 @@ class Analysis:
                  reason: str) -> None:
         """Run this call in PyTorch: record it as a step and give its outputs fresh network inputs."""
         path = tracer.module_path
+        reason = steps_mod.WHOLE_STEPS.get(qualname, reason) if reason == "no converter" else reason
         step, why = self._encode(qualname, args, kwargs) if index is not None else (None, reason)
         if step is None:
             raise HybridError(f"{qualname} at {path or '<root>'} cannot be converted ({reason}) and cannot run in "

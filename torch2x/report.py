@@ -52,6 +52,8 @@ def describe_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         inner = ", ".join(describe_value(v) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if isinstance(value, torch.nn.Module):  # (a method's self: its repr spans many lines)
+        return f"<{type(value).__name__}>"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

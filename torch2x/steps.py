@@ -72,6 +72,15 @@ def setup() -> None:
         _SETUP.pop(0)()
 
 
+WHOLE_STEPS: dict[str, str] = {}  # qualname -> why a registered function runs whole in PyTorch
+
+
+def register_whole_step(qualname: str, why: str) -> None:
+    """``qualname`` (a function the tracer intercepts, with no converter) runs whole in PyTorch because
+    ``why``: the reason the hybrid report gives instead of "no converter"."""
+    WHOLE_STEPS[qualname] = why
+
+
 def register_step_bound(qualname: str, rule: Callable[[tuple, dict], int]) -> None:
     """``rule(args, kwargs)`` bounds dim 0 of the outputs of the step ``qualname`` that vary with the data
     (a function run whole in PyTorch, whose output count no per-op rule knows)."""
