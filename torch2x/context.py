@@ -540,7 +540,10 @@ class ConversionContext:
         unknown = [i for i, s in enumerate(out) if isinstance(s, TracedInt) or s == -1]
         if len(unknown) == 1:
             out[unknown[0]] = -1
-        elif -1 in out:  # TensorRT infers one -1 only when nothing else is computed: compute it too
+        elif -1 in out and self.exact_sizes:
+            # a count from a PyTorch step (MIN of sizes) beside a -1: TensorRT cannot prove the count is not
+            # another wildcard, so the -1 is computed too. (Elsewhere TensorRT's own inference of the -1 keeps
+            # sizes provably equal, which its attention layer checks.)
             i = out.index(-1)
             out[i] = math.prod(self.dims(itensor)) // math.prod(s for j, s in enumerate(shape) if j != i)
         return tuple(out)
