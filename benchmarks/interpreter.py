@@ -9,6 +9,7 @@ The target is a ratio of at most 3.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -57,8 +58,8 @@ def main() -> None:
         with torch.no_grad():
             model(x)
             interpreter(feeds)  # warm-up: weights are read back from TensorRT once
-            eager = _median_time(lambda: model(x), args.repeat)
-            interp = _median_time(lambda: interpreter(feeds), args.repeat)
+            eager = _median_time(functools.partial(model, x), args.repeat)
+            interp = _median_time(functools.partial(interpreter, feeds), args.repeat)
         print(f"{name}: {parsed.network.num_layers} layers, eager {eager * 1e3:.1f} ms, "
               f"interpreter {interp * 1e3:.1f} ms, ratio {interp / eager:.2f}x", flush=True)
         if args.profile:

@@ -107,7 +107,8 @@ def run(name: str, args, workdir: str) -> list:
     for algorithm in args.algorithms:
         path = os.path.join(workdir, f"{name}-{algorithm}.json")
         # "relative" scores candidate ranges on the data itself: its own calibration pass.
-        (calibrate(model, calibration, algorithm) if algorithm == "relative" else collector.compute(algorithm)).save(path)
+        (calibrate(model, calibration, algorithm) if algorithm == "relative"
+         else collector.compute(algorithm)).save(path)
         runs.append((f"int8 {algorithm}", {"int8": True, "calibration_cache": path}))
         if algorithm == args.algorithms[0]:
             runs.append((f"int8+fp16 {algorithm}", {"int8": True, "fp16": True, "calibration_cache": path}))

@@ -126,9 +126,11 @@ def run_one(name: str, onnx: bool) -> dict:
 
 
 def _fmt(row: dict) -> str:
-    status = "ok" if row.get("converted") else "FAILED " + (", ".join(row.get("unsupported", [])) or row.get("error", ""))
+    status = ("ok" if row.get("converted")
+              else "FAILED " + (", ".join(row.get("unsupported", [])) or row.get("error", "")))
     err = f"{row['rel_err']:.1e}" if "rel_err" in row else "-"
-    onnx = f"{row['onnx_layers']:>6} layers {row['onnx_s']:6.1f} s" if "onnx_layers" in row else "onnx: " + row.get("onnx_error", "-")[:60]
+    onnx = (f"{row['onnx_layers']:>6} layers {row['onnx_s']:6.1f} s" if "onnx_layers" in row
+            else "onnx: " + row.get("onnx_error", "-")[:60])
     ours = f"{row.get('layers', '-'):>6} layers {row.get('front_end_s', float('nan')):6.1f} s"
     return f"{row['model']:32s} {err:>8}  {ours}  | {onnx}  {status}"
 
@@ -153,8 +155,8 @@ def main(argv=None) -> int:
     both = [r for r in converted if "onnx_layers" in r]
     layers = 100 * sum(r["layers"] for r in both) / max(1, sum(r["onnx_layers"] for r in both))
     front = 100 * sum(r["front_end_s"] for r in both) / max(1e-9, sum(r["onnx_s"] for r in both))
-    print(f"zoo: {len(converted)}/{len(rows)} converted, {len(within)} within 1e-4, layers {layers:.0f}% of ONNX route, "
-          f"front end {front:.0f}% of ONNX route")
+    print(f"zoo: {len(converted)}/{len(rows)} converted, {len(within)} within 1e-4, "
+          f"layers {layers:.0f}% of ONNX route, front end {front:.0f}% of ONNX route")
     write_json(args.json, rows)
     return 0
 

@@ -70,7 +70,8 @@ def _causal(ctx, length, source, rank=2):
     if not (is_traced(length) or is_traced(source)):
         keep = torch.ones(length, source, dtype=torch.bool).tril()
         return ctx.constant(keep.reshape((1,) * (rank - 2) + (length, source)), trt.DataType.BOOL)
-    rows = ctx.shuffle(ctx.arange(length), (1,) * (rank - 1) + (length,), second=tuple(range(rank - 2)) + (rank - 1, rank - 2))
+    rows = ctx.shuffle(ctx.arange(length), (1,) * (rank - 1) + (length,),
+                       second=tuple(range(rank - 2)) + (rank - 1, rank - 2))
     cols = ctx.shuffle(ctx.arange(source), (1,) * (rank - 1) + (source,))
     later = ctx.elementwise(cols, rows, Op.GREATER)  # key after the query: hidden
     return ctx.network.add_unary(later, trt.UnaryOperation.NOT).get_output(0)

@@ -46,7 +46,8 @@ def _items(ctx, index, rank: int) -> list:
         index = tuple(index)  # PyTorch (like old NumPy) reads such a list as a tuple of indices
     items = list(index) if isinstance(index, tuple) else [index]
     for k, item in enumerate(items):
-        bounds = (item.start, item.stop, item.step) if isinstance(item, slice) else item if isinstance(item, list) else ()
+        bounds = ((item.start, item.stop, item.step) if isinstance(item, slice)
+                  else item if isinstance(item, list) else ())
         if any(ctx.is_traced(b) for b in leaves(bounds)):
             raise ConversionError("a slice bound or index list holds a tensor computed in the network; write "
                                   "int(n) to freeze its value, or index with one index tensor")

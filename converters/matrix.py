@@ -484,8 +484,8 @@ def vander(ctx, call):
                    call.arg("increasing"))
 
 
-@converter("torch.renorm", "torch.Tensor.renorm", "torch.Tensor.renorm_", signature="input, p, dim, maxnorm, *, out=None",
-           fp32=True)
+@converter("torch.renorm", "torch.Tensor.renorm", "torch.Tensor.renorm_",
+           signature="input, p, dim, maxnorm, *, out=None", fp32=True)
 def renorm(ctx, call):
     # Each slice along dim whose p-norm exceeds maxnorm is scaled to maxnorm (with PyTorch's 1e-7 guard).
     x = ctx.trt(call.arg("input"), out_type(ctx, call))
@@ -730,7 +730,8 @@ def gradient(ctx, call):
     x = ctx.trt(source, dtype)
     rank = len(x.shape)
     dims = call.arg("dim")
-    axes = list(range(rank)) if dims is None else [ctx.axis(d, rank) for d in ([dims] if isinstance(dims, int) else dims)]
+    axes = (list(range(rank)) if dims is None
+            else [ctx.axis(d, rank) for d in ([dims] if isinstance(dims, int) else dims)])
     outs = []
     for a, h in zip(axes, _spacings(call.arg("spacing"), len(axes)), strict=True):
         if ctx.is_traced(h):

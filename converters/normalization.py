@@ -109,7 +109,8 @@ def batch_norm(ctx, call):
     return _running_stats(ctx, x, mean, var, weight, bias, eps, call.arg("input"))
 
 
-@converter("torch.native_batch_norm", signature="input, weight, bias, running_mean, running_var, training, momentum, eps")
+@converter("torch.native_batch_norm",
+           signature="input, weight, bias, running_mean, running_var, training, momentum, eps")
 def native_batch_norm(ctx, call):
     """The aten op behind batch norm: (output, saved mean, saved 1/std). With batch statistics the saved
     ones are the batch's mean and 1/sqrt(biased var + eps) per channel; with running statistics PyTorch
@@ -167,7 +168,8 @@ def _layer_norm_in_channels(ctx, call):
     """A layer norm over the last dim in channel layout (see torch2x.layout; a plain input enters it): one
     normalization layer over axis 1, its weight and bias left pending for the next linear layer to fold in."""
     x, weight, bias = call.arg("input"), call.arg("weight"), call.arg("bias")
-    if len(tuple(call.arg("normalized_shape"))) != 1 or x.shape[-1] == 1 or ctx.is_traced(weight) or ctx.is_traced(bias):
+    if (len(tuple(call.arg("normalized_shape"))) != 1 or x.shape[-1] == 1
+            or ctx.is_traced(weight) or ctx.is_traced(bias)):
         return None
     ch = ctx.channels(x, enter=True)
     if ch is None:
@@ -241,7 +243,8 @@ def normalize(ctx, call):
 @converter("torch.nn.functional.local_response_norm", fp32=True)
 def local_response_norm(ctx, call):
     x = ctx.trt(call.arg("input"))
-    size, alpha, beta, k = int(call.arg("size")), float(call.arg("alpha")), float(call.arg("beta")), float(call.arg("k"))
+    size, alpha = int(call.arg("size")), float(call.arg("alpha"))
+    beta, k = float(call.arg("beta")), float(call.arg("k"))
     shape = tuple(x.shape)
     if len(shape) < 3:
         raise ConversionError(f"local_response_norm needs at least 3 dims, got {shape}")

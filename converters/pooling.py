@@ -71,7 +71,8 @@ def _avg_pool(n: int):
         # sum / divisor = average * (window count / divisor), exact only where every window counts
         # the full kernel volume: no padding left out of the count, no ceil-mode window past the end.
         in_sizes = tuple(int(d) for d in ctx.dims(x)[-n:])  # the example's sizes (also of dynamic dims)
-        full = all((o - 1) * s + k <= size + 2 * p for o, s, k, size, p in zip(out_sizes, stride, kernel, in_sizes, padding))
+        full = all((o - 1) * s + k <= size + 2 * p
+                   for o, s, k, size, p in zip(out_sizes, stride, kernel, in_sizes, padding))
         if not full or (not include and any(padding)):
             raise ConversionError("divisor_override with windows of varying counts (padding excluded or ceil_mode)")
         return ctx.elementwise(y, math.prod(kernel) / float(divisor), Op.PROD)

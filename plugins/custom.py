@@ -150,7 +150,7 @@ def _is_fake(dim: Any) -> bool:
     if fake is not None:
         return bool(fake)
     try:
-        dim.is_constant
+        _ = dim.is_constant
     except RuntimeError:
         return True
     return False

@@ -264,8 +264,9 @@ def steps_as_inputs(stand_ins: list, step_inputs: list | None = None) -> Iterato
     tensor, with a dynamic first dim (-1): so the parts after the steps convert as they will in a hybrid
     conversion, without one. ``stand_ins`` receives ``(input name, PyTorch value, first-dim bound or None)``
     per new input; ``step_inputs`` (when given) ``(network tensor or None, PyTorch value)`` per tensor a step
-    reads (None: not computed by the network), for marking them as outputs. For checks and measurements only: the steps' outputs do not
-    depend on their inputs in this network; feed the values PyTorch's steps give. Example::
+    reads (None: not computed by the network), for marking them as outputs. For checks and measurements only:
+    the steps' outputs do not depend on their inputs in this network; feed the values PyTorch's steps give.
+    Example::
 
         stand_ins = []
         with steps_as_inputs(stand_ins):

@@ -191,8 +191,8 @@ def test_convert_with_fallback_saves_a_hybrid_module(tmp_path):
 def test_report_and_check_show_the_segments(tmp_path):
     path = tmp_path / "hybrid.py"
     path.write_text(HYBRID_FILE)
-    report = run("report", f"{path}:spectral", "--shape", "1,3,16,16", "--torch-executed-op", "torch.nn.functional.conv2d",
-                 "--json")
+    report = run("report", f"{path}:spectral", "--shape", "1,3,16,16",
+                 "--torch-executed-op", "torch.nn.functional.conv2d", "--json")
     assert report.returncode == 0, report.stderr
     rows = json.loads(report.stdout)["segments"]
     assert [r["op"] for r in rows if r["kind"] == "pytorch"] == ["torch.nn.functional.conv2d", "torch.fft.rfft",

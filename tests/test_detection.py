@@ -34,7 +34,8 @@ def _assert_same_detections(out: dict, ref: dict) -> None:
     for key in ref:
         assert out[key].shape == ref[key].shape, f"{key}: {tuple(out[key].shape)} vs PyTorch's {tuple(ref[key].shape)}"
         if ref[key].is_floating_point():
-            assert relative_error(out[key], ref[key]) <= 1e-4, f"{key}: relative error {relative_error(out[key], ref[key])}"
+            error = relative_error(out[key], ref[key])
+            assert error <= 1e-4, f"{key}: relative error {error}"
         else:
             assert torch.equal(out[key], ref[key]), key
 

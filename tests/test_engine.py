@@ -97,7 +97,8 @@ def test_parser_on_a_real_build_log():
 def test_record_parser_keeps_brackets_and_separators():
     line = ("Name: n1, LayerType: gemm, Inputs: [ { Name: (Unnamed Layer* 0) [Shuffle]_output, Dimensions: [2,3], "
             "Format/Datatype: Row major linear FP16 format }], Outputs: [ { Name: y, Dimensions: [2,5], "
-            "Format/Datatype: Half }], TacticName: t, StreamId: 1, Metadata: [ONNX Layer: /a/MatMul]\x1f[ONNX Layer: /b/Add]")
+            "Format/Datatype: Half }], TacticName: t, StreamId: 1, "
+            "Metadata: [ONNX Layer: /a/MatMul]\x1f[ONNX Layer: /b/Add]")
     r = parse_layer_record(line)
     assert r["inputs"][0].name == "(Unnamed Layer* 0) [Shuffle]_output" and r["inputs"][0].bytes == 12
     assert r["stream"] == 1 and r["metadata"] == ["[ONNX Layer: /a/MatMul]", "[ONNX Layer: /b/Add]"]
@@ -203,7 +204,8 @@ def test_engine_cache_hits_misses_and_rebuilds(tmp_path, caplog):
     with torch.no_grad():
         model.head.bias.add_(1)
     assert "built" in torch2x.torch2x(model, [x], engine_cache=str(tmp_path)).report.engine_cache
-    assert "built" in torch2x.torch2x(model, [torch.randn(1, 3, 24, 24)], engine_cache=str(tmp_path)).report.engine_cache
+    assert "built" in torch2x.torch2x(model, [torch.randn(1, 3, 24, 24)],
+                                      engine_cache=str(tmp_path)).report.engine_cache
     assert "built" in torch2x.torch2x(model, [x], engine_cache=str(tmp_path), max_aux_streams=0).report.engine_cache
     assert "built" in torch2x.torch2x(model, [x], engine_cache=str(tmp_path), fp16=True).report.engine_cache
     assert len(list(tmp_path.glob("*.torch2x-engine"))) == 5
@@ -240,7 +242,8 @@ def test_engine_cache_refuses_foreign_and_altered_entries(tmp_path, monkeypatch)
 
 def test_engine_cache_key_sees_the_model_code(tmp_path, monkeypatch):
     """Two module classes with equal weights and repr but different forward code: different keys."""
-    source = "import torch.nn as nn\nclass M(nn.Linear):\n    def forward(self, x):\n        return super().forward(x){}\n"
+    source = ("import torch.nn as nn\nclass M(nn.Linear):\n    def forward(self, x):\n"
+              "        return super().forward(x){}\n")
     keys = []
     for i, tail in enumerate(["", " * 2"]):
         path = tmp_path / f"torch2x_cache_model{i}.py"
@@ -275,7 +278,8 @@ def test_engine_cache_through_torch_compile_keeps_graphs_apart(tmp_path):
 
 
 # --- the command -----------------------------------------------------------------------------------
-MODEL_FILE = "import torch.nn as nn\n\ndef block():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())\n"
+MODEL_FILE = ("import torch.nn as nn\n\ndef block():\n"
+              "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())\n")
 
 
 def _run(*args: str, cwd=None):

@@ -6,6 +6,8 @@ stated, float16 <= 2e-3) and builds the engine; layer counts pin down that the l
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -219,14 +221,14 @@ def test_self_attention_without_tensorrts_attention_layer(monkeypatch):
     monkeypatch.setattr(flavour, "HAS_ATTENTION_LAYER", False)
     attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
     ln = _affine_layer_norm(16)
+
+    def block(x, mask, causal):
+        y = ln(x)
+        return attn(y, y, y, attn_mask=mask, is_causal=causal, need_weights=False)[0]
+
     for causal in (False, True):
         mask = torch.nn.Transformer.generate_square_subsequent_mask(7) if causal else None
-
-        def block(x):
-            y = ln(x)
-            return attn(y, y, y, attn_mask=mask, is_causal=causal, need_weights=False)[0]
-
-        net = check_module(block, torch.randn(2, 7, 16), rtol=1e-5)
+        net = check_module(functools.partial(block, mask=mask, causal=causal), torch.randn(2, 7, 16), rtol=1e-5)
         types = _types(net)
         assert types.count(LT.MATRIX_MULTIPLY) == 2 and types.count(LT.SOFTMAX) == 1
         assert getattr(LT, "ATTENTION_INPUT", None) not in types

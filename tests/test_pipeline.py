@@ -67,7 +67,7 @@ def test_patches_restored_after_failing_conversion():
     original_add = torch.Tensor.__add__
 
     def boom(x):
-        y = x + 1
+        x + 1  # a traced call before the failure
         raise ValueError("model failed")
 
     with pytest.raises(ValueError, match="model failed"):

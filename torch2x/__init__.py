@@ -26,8 +26,9 @@ from . import plugins as _plugins  # noqa: F401,E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "composite", "Call",
-    "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport", "EngineBuildError",
+    "torch2x", "build_network", "report", "check", "CheckResult", "interpret", "build_engine", "converter", "composite",
+    "Call", "CalibrationCache", "ConvertedNetwork", "ConversionContext", "ConversionError", "ConversionReport",
+    "EngineBuildError",
     "InterpreterInputError", "PrecisionPolicy", "TRTModule", "TRTModuleError", "UnsupportedLayerError",
     "UnsupportedOperatorError", "HybridError", "HybridModule", "HybridNetwork",
     "compile_report", "CompileReport", "GraphConversionError",

@@ -699,7 +699,8 @@ def compile_report(model: Callable, *inputs: Any, **options: Any) -> CompileRepo
     result = CompileReport(graph_breaks=[_break_reason(r) for r in out.break_reasons])
     for g in made:
         nodes = [n for n in g.gm.graph.nodes if n.op == "placeholder"]
-        fakes = [(s.name, n.meta.get("example_value")) for s, n in zip(g.slots, nodes, strict=False) if s.kind == "input"]
+        fakes = [(s.name, n.meta.get("example_value"))
+                 for s, n in zip(g.slots, nodes, strict=False) if s.kind == "input"]
         result.graphs.append({"compile_id": g.compile_id, "location": g.location, "ops": g.num_ops,
                               "inputs": ", ".join(f"{name}: {describe_value(f)}" for name, f in fakes)})
         result.reports.append(g.report or ConversionReport())

@@ -475,7 +475,8 @@ class ConversionContext:
         if example is None:
             if all(d >= 0 for d in itensor.shape):
                 return tuple(int(d) for d in itensor.shape)
-            raise ConversionError(f"converter bug: the example's sizes of the dynamic tensor {itensor.name} are unknown")
+            raise ConversionError(f"converter bug: the example's sizes of the dynamic tensor {itensor.name} "
+                                  "are unknown")
         return tuple(int(d) if d >= 0 else dim_of(int(example[i]), itensor, i) for i, d in enumerate(itensor.shape))
 
     def shape_value(self, size: Any) -> trt.ITensor:
@@ -670,7 +671,8 @@ class ConversionContext:
         shape = tuple(v if isinstance(v, TracedInt) else int(v) for v in shape)
         itensor = self.broadcast_rank(itensor, len(shape))
         current = tuple(itensor.shape)
-        if all(c == s if c >= 0 else source_dim(s) == (itensor.name, i) for i, (c, s) in enumerate(zip(current, shape))):
+        if all(c == s if c >= 0 else source_dim(s) == (itensor.name, i)
+               for i, (c, s) in enumerate(zip(current, shape))):
             return itensor
         if any(c < 0 and not isinstance(s, TracedInt) and s != 1 for c, s in zip(current, shape)):
             # torch expands only size-1 dims, so a dynamic dim's target (given as the example's size) is itself

@@ -30,7 +30,8 @@ def parse_profiles(spec: Any, names: list, examples: list) -> list:
         unknown = [k for k in profile if k not in names]
         if unknown:
             raise ValueError(f"dynamic_shapes names inputs {unknown}; the inputs are {names}")
-        result.append({name: _full_range(name, profile.get(name), tuple(ex.shape)) for name, ex in zip(names, examples)})
+        result.append({name: _full_range(name, profile.get(name), tuple(ex.shape))
+                       for name, ex in zip(names, examples)})
     for name, ex in zip(names, examples):  # the traced example must be a shape some profile admits
         if not any(all(lo <= e <= hi for lo, e, hi in zip(p[name][0], ex.shape, p[name][2])) for p in result):
             lo, _, hi = result[0][name]
@@ -55,7 +56,7 @@ def _full_range(name: str, entry: Any, example: tuple) -> Range:
         if len(shapes) != 3 or any(len(s) != len(example) for s in shapes):
             raise ValueError(f"dynamic_shapes[{name!r}] must be three shapes of rank {len(example)} (min, opt, max)")
     lo, opt, hi = shapes
-    for d, (a, b, c, e) in enumerate(zip(lo, opt, hi, example)):
+    for d, (a, b, c) in enumerate(zip(lo, opt, hi)):
         if not (0 <= a <= b <= c):
             raise ValueError(f"dynamic_shapes[{name!r}] dim {d}: need 0 <= min <= opt <= max, got {(a, b, c)}")
     return shapes

@@ -133,8 +133,8 @@ class Analysis:
         if not steps_mod.is_allowed(qualname):
             return None, steps_mod.why_not_allowed(qualname)
         try:
-            return {"fn": qualname, "args": self.encoder.encode(tuple(args)), "kwargs": self.encoder.encode(dict(kwargs)),
-                    "inplace": _is_inplace(qualname)}, ""
+            return {"fn": qualname, "args": self.encoder.encode(tuple(args)),
+                    "kwargs": self.encoder.encode(dict(kwargs)), "inplace": _is_inplace(qualname)}, ""
         except steps_mod.StepError as exc:
             return None, str(exc)
 
@@ -640,7 +640,8 @@ def _used_constants(program: dict, constants: list) -> list:
             return [walk(v) for v in value]
         return value
 
-    program["steps"] = [{k: (walk(v) if k in ("args", "kwargs") else v) for k, v in s.items()} for s in program["steps"]]
+    program["steps"] = [{k: (walk(v) if k in ("args", "kwargs") else v) for k, v in s.items()}
+                        for s in program["steps"]]
     program["outputs"] = walk(program["outputs"])
     order = sorted(remap, key=remap.get)
     return [constants[i].clone().contiguous() for i in order]

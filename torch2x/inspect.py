@@ -193,8 +193,9 @@ class EngineInspection:
             rows.append((str(k.index), k.kind, f"{k.time_us:.1f}", f"{k.bytes_read / 1e3:.1f}",
                          f"{k.bytes_written / 1e3:.1f}", shape, paths[:80]))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.rjust(w) if i in (0, 2, 3, 4) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                 .rstrip() for r in rows]
+        lines = ["  ".join(c.rjust(w) if i in (0, 2, 3, 4) else c.ljust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                 for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append("by kind:")
@@ -208,8 +209,8 @@ class EngineInspection:
                      f"(roofline estimate: {self.gpu.bandwidth_gbs:g} GB/s, {self.gpu.launch_us:g} us per launch"
                      f"{'; ' + self.gpu.note if self.gpu.note else ''})")
         if t["dynamic_tensors_not_counted"]:
-            lines.append(f"note: {t['dynamic_tensors_not_counted']} tensors have dynamic dims (-1) and count as 0 bytes "
-                         "and FLOPs: inspect a conversion without dynamic_shapes for the sizes that matter")
+            lines.append(f"note: {t['dynamic_tensors_not_counted']} tensors have dynamic dims (-1) and count as "
+                         "0 bytes and FLOPs: inspect a conversion without dynamic_shapes for the sizes that matter")
         return "\n".join(lines)
 
     __repr__ = __str__

@@ -197,8 +197,10 @@ def _mark_outputs(ctx: ConversionContext, tracer: Tracer, tensors: list, names: 
         if itensor is None:
             itensor = ctx.trt(t)  # an untraced output (a buffer, a constant) becomes a constant
         if t.dtype == torch.float64:
-            report.add_note(f"output {name!r} is float64 in PyTorch; the network returns float32 (TensorRT has no float64)")
-        itensor = ctx.cast(itensor, to_trt(network_type(t.dtype)))  # reduced precision inside, the module's dtype outside
+            report.add_note(f"output {name!r} is float64 in PyTorch; the network returns float32 "
+                            "(TensorRT has no float64)")
+        # reduced precision inside, the module's dtype outside
+        itensor = ctx.cast(itensor, to_trt(network_type(t.dtype)))
         if itensor.name in marked or itensor.name in inputs or itensor.is_network_output:
             itensor = ctx.network.add_identity(itensor).get_output(0)
         itensor.name = name

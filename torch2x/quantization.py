@@ -145,7 +145,8 @@ class _Recorder(Tracer):
         for operand, value in activation_operands(call, ctx.is_traced):
             self.record(activation_key(ctx.call_name, operand, names), call, operand, value,
                         self._is_normalized(value))
-        normalized = qualname in NORMALIZATIONS or (qualname in _PASS_THROUGH and self._is_normalized(args[0] if args else None))
+        normalized = qualname in NORMALIZATIONS or (qualname in _PASS_THROUGH
+                                                    and self._is_normalized(args[0] if args else None))
         for t in outputs:
             ctx.bind(t, _TRACED)
             if normalized:
@@ -302,7 +303,8 @@ class Quantizer:
         values = _array(ctx, w)
         with ctx.layer_names(base):
             const = ctx.network.add_constant(values.shape, values)
-        out, scale_layer = qdq(ctx, const.get_output(0), _array(ctx, weight_scales(w, axis)), base, axis % w.dim(), dtype)
+        out, scale_layer = qdq(ctx, const.get_output(0), _array(ctx, weight_scales(w, axis)), base, axis % w.dim(),
+                               dtype)
         return out, const, scale_layer
 
     def defer_kernel(self, ctx: ConversionContext, foldable: Any) -> None:

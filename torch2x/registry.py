@@ -89,8 +89,9 @@ def composite_of(name: str) -> Optional[Callable]:
     return fn if fn is not None else _reference(name)
 
 
-_REF_MODULES = {"torch": "torch._refs", "torch.Tensor": "torch._refs", "torch.nn.functional": "torch._refs.nn.functional",
-                "torch.special": "torch._refs.special", "torch.linalg": "torch._refs.linalg", "torch.fft": "torch._refs.fft"}
+_REF_MODULES = {"torch": "torch._refs", "torch.Tensor": "torch._refs",
+                "torch.nn.functional": "torch._refs.nn.functional", "torch.special": "torch._refs.special",
+                "torch.linalg": "torch._refs.linalg", "torch.fft": "torch._refs.fft"}
 
 
 def _reference(name: str) -> Optional[Callable]:

@@ -288,7 +288,8 @@ class TRTModule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         size = len(self.engine_bytes) if self.engine_bytes else 0
-        return f"engine={size} bytes, {self.meta['flavour']} {self.meta['trt_version']}, inputs={self.meta['input_names']}"
+        return (f"engine={size} bytes, {self.meta['flavour']} {self.meta['trt_version']}, "
+                f"inputs={self.meta['input_names']}")
 
 
 def module_from_network(converted: Any, engine: bytes) -> TRTModule:

@@ -342,7 +342,8 @@ def run_step(step: dict, values: dict, constants: list, target: Optional[tuple] 
     if step.get("inplace") and not outputs:
         outputs = [args[0]]
     if len(outputs) != len(step["outputs"]):
-        raise StepError(f"{step['fn']} returned {len(outputs)} tensors, the saved program expects {len(step['outputs'])}")
+        raise StepError(f"{step['fn']} returned {len(outputs)} tensors, "
+                        f"the saved program expects {len(step['outputs'])}")
     return outputs
 
 

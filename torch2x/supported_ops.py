@@ -50,7 +50,8 @@ def render(opinfo: Optional[list] = None) -> str:
               "`python -m torch2x.supported_ops --opinfo`. *fp32*: kept in float32 under `fp16=True`/`bf16=True`; "
               "*composite*: computed by a composition of converted ops (`@torch2x.composite`).", ""]
     for (is_plugin, family), entries in sorted(families.items()):
-        lines += [f"## {'plugins' if is_plugin else 'converters'}/{family}.py (tested in `{_test_file_of(family, is_plugin)}`)",
+        lines += [f"## {'plugins' if is_plugin else 'converters'}/{family}.py "
+                  f"(tested in `{_test_file_of(family, is_plugin)}`)",
                   "", "| torch name | converter | precision |", "|---|---|---|"]
         for name, fn_name, fp32 in sorted(entries):
             kind = "composite" if fp32 is None else "fp32" if fp32 else "policy"

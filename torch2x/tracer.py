@@ -152,7 +152,8 @@ def targets() -> list:
 def _torch_targets() -> tuple:
     """The torch namespaces' targets: scanned once per process (the scan costs more than the patching)."""
     out = []
-    for owner, prefix in ((torch, "torch"), (torch.nn.functional, "torch.nn.functional"), (torch.special, "torch.special"), (torch.linalg, "torch.linalg"), (torch.fft, "torch.fft")):
+    for owner, prefix in ((torch, "torch"), (torch.nn.functional, "torch.nn.functional"),
+                          (torch.special, "torch.special"), (torch.linalg, "torch.linalg"), (torch.fft, "torch.fft")):
         for name in dir(owner):
             if (name.startswith("_") and not (owner is torch and name in _PRIVATE_TORCH)) or name in _SKIP_FUNCTIONS:
                 continue
@@ -213,7 +214,8 @@ def _install() -> None:
                         continue
                     original = owner.__dict__.get(name, _ABSENT)
                     current = inspect.getattr_static(owner, name)
-                    patched = _wrap_property(current, qualname) if is_property else _wrap(getattr(owner, name), qualname)
+                    patched = (_wrap_property(current, qualname) if is_property
+                               else _wrap(getattr(owner, name), qualname))
                     _saved.append((owner, name, original))
                     if not is_property:  # Python functions hand either one to __torch_function__
                         _ORIGINAL_NAMES.setdefault(id(getattr(owner, name)), qualname)
@@ -272,7 +274,8 @@ def _short(qualname: str) -> str:
 def _is_inplace(qualname: str) -> bool:
     short = _short(qualname)
     if short.startswith("__"):
-        return short == "__setitem__" or (short.startswith("__i") and short not in ("__index__", "__invert__", "__int__"))
+        return short == "__setitem__" or (short.startswith("__i")
+                                          and short not in ("__index__", "__invert__", "__int__"))
     return short.endswith("_") and qualname.startswith("torch.Tensor.")
 
 
@@ -307,7 +310,8 @@ def composite_disagrees(produced: list, expected: list) -> Optional[str]:
             continue
         p, t = p.double(), t.double()
         finite = torch.isfinite(t)
-        if not torch.equal(finite, torch.isfinite(p)) or not torch.equal(p[~finite].nan_to_num(), t[~finite].nan_to_num()):
+        if (not torch.equal(finite, torch.isfinite(p))
+                or not torch.equal(p[~finite].nan_to_num(), t[~finite].nan_to_num())):
             return "the composite's non-finite values differ from PyTorch's on this input"
         scale = t[finite].norm().item()
         err = (p[finite] - t[finite]).norm().item() / (scale if scale > 0 else 1.0)
@@ -506,7 +510,8 @@ class Tracer:
                 self.report.add_data_dependent(qualname, path, self._example(args, kwargs))
             return out
         if poisoned:
-            if lookup(qualname) is None and composite_of(qualname) is None:  # unsupported on its own account too: list it, not just the first cause
+            # unsupported on its own account too: list it, not just the first cause
+            if lookup(qualname) is None and composite_of(qualname) is None:
                 self.report.add_unsupported(qualname, path, "no converter", self._example(args, kwargs))
             self._poison(outputs)
             return out
@@ -562,8 +567,10 @@ class Tracer:
                 bindings.append((t, it))
         except Exception as exc:  # noqa: BLE001 -- any failure becomes a report entry, never a deep traceback
             log.debug("converter for %s failed at %s", qualname, path or "<root>", exc_info=True)
-            reason = str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError)) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, ConversionError) and any(isinstance(d, TracedInt) for t in traced for d in ctx.dims(t)):
+            reason = (str(exc) if isinstance(exc, (ConversionError, TypeError, KeyError))
+                      else f"{type(exc).__name__}: {exc}")
+            if (not isinstance(exc, ConversionError)
+                    and any(isinstance(d, TracedInt) for t in traced for d in ctx.dims(t))):
                 reason = f"cannot handle a dynamic dimension ({reason})"
             self._unsupported(index, qualname, args, kwargs, outputs, reason)
             return out

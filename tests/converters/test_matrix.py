@@ -178,7 +178,8 @@ def test_trapezoid_of_one_sample_is_zero():
 @pytest.mark.parametrize("edge_order", [1, 2])
 def test_gradient(edge_order):
     coordinates = [torch.rand(n).cumsum(0) + 0.1 for n in (4, 5)]
-    check_module(lambda t, v: [torch.gradient(t, edge_order=edge_order), torch.gradient(t, spacing=2.0, dim=1, edge_order=edge_order),
+    check_module(lambda t, v: [torch.gradient(t, edge_order=edge_order),
+                               torch.gradient(t, spacing=2.0, dim=1, edge_order=edge_order),
                                torch.gradient(t, spacing=[0.5, 3.0], dim=[0, -1], edge_order=edge_order),
                                torch.gradient(t, spacing=coordinates, edge_order=edge_order),
                                torch.gradient(t, spacing=coordinates[1:], dim=-1, edge_order=edge_order),

@@ -90,7 +90,8 @@ def test_adaptive_pool_none_and_larger_output():
     check(lambda x: F.adaptive_max_pool3d(x, (2, 3, 2)), torch.randn(1, 2, 4, 7, 5))
 
 
-@pytest.mark.parametrize("n, p, ceil_mode", [(1, 2.0, False), (1, 3, True), (2, 2.0, True), (2, 3, False), (3, 2.0, False)])
+@pytest.mark.parametrize("n, p, ceil_mode",
+                         [(1, 2.0, False), (1, 3, True), (2, 2.0, True), (2, 3, False), (3, 2.0, False)])
 def test_lp_pool(n, p, ceil_mode):
     pool = fn(f"lp_pool{n}d")
     check(lambda x: pool(x, p, 3, 2, ceil_mode=ceil_mode), torch.rand((2, 3) + SIZE[n]) + 0.1)
@@ -117,7 +118,8 @@ def test_traced_names():
     assert {"max_pool2d", "adaptive_max_pool2d"} <= names
 
 
-@pytest.mark.parametrize("module", [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d((5, 7))])
+@pytest.mark.parametrize("module",
+                         [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d((5, 7))])
 def test_pool_fp16(module):
     check(module, torch.randn(2, 3, 13, 11), rtol=1e-2, fp16=True)
 

@@ -15,7 +15,8 @@ _INDEX = torch.tensor([[0, 1, 2, 0], [3, 3, 1, 0], [1, 0, 3, 3]])
 def test_scatter_add(dtype):
     # index smaller than the input on the other dim (the rest keeps the input), src larger than the index
     check_module(lambda x, s: [torch.scatter_add(x, 0, _INDEX, s), x.scatter_add(1, _INDEX, s),
-                               x.clone().scatter_add_(-2, _INDEX[:2, :3], s), torch.scatter(x, 0, _INDEX, s, reduce="add")],
+                               x.clone().scatter_add_(-2, _INDEX[:2, :3], s),
+                               torch.scatter(x, 0, _INDEX, s, reduce="add")],
                  _make((4, 5), dtype), _make((3, 5), dtype))
 
 
@@ -55,7 +56,8 @@ def test_index_copy_and_fill(dtype):
     index = torch.tensor([2, 0])
     check_module(lambda x, s, r, v, z: [torch.index_copy(x, 1, index, s), x.index_copy(-2, index, r),
                                         torch.index_fill(x, 0, index, 1), x.index_fill(-1, index, v),
-                                        torch.index_fill(z, 0, torch.tensor([0]), v), torch.index_copy(z, 0, index[1:], v)],
+                                        torch.index_fill(z, 0, torch.tensor([0]), v),
+                                        torch.index_copy(z, 0, index[1:], v)],
                  _make((3, 4), dtype), _make((3, 2), dtype), _make((2, 4), dtype), _make((), dtype), _make((), dtype))
 
 
@@ -100,7 +102,8 @@ def test_select_scatter_follows_a_dynamic_batch():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_diagonal_scatter(dtype):
-    check_module(lambda x, a, b, c: [torch.diagonal_scatter(x, a), x.diagonal_scatter(b, 2), x.diagonal_scatter(c, -1, 1, 0),
+    check_module(lambda x, a, b, c: [torch.diagonal_scatter(x, a), x.diagonal_scatter(b, 2),
+                                     x.diagonal_scatter(c, -1, 1, 0),
                                      torch.diagonal_scatter(x.unsqueeze(0).expand(2, 4, 5), b.expand(2, 3), 2, -2, -1)],
                  _make((4, 5), dtype), _make((4,), dtype), _make((3,), dtype), _make((4,), dtype))
 
@@ -123,7 +126,8 @@ def test_put_and_as_strided_scatter(dtype):
     index = torch.tensor([[0, -1], [5, 0]])  # negative wraps; a repeat accumulates
     check_module(lambda x, s: [torch.put(x, index, s), x.put(index[0], s[0], accumulate=True),
                                x.clone().put_(index, s, accumulate=True),
-                               torch.as_strided_scatter(x, s, (2, 2), (1, 3), 1), x.as_strided_scatter(s[0], (2,), (5,))],
+                               torch.as_strided_scatter(x, s, (2, 2), (1, 3), 1),
+                               x.as_strided_scatter(s[0], (2,), (5,))],
                  _make((3, 4), dtype), _make((2, 2), dtype))
 
 

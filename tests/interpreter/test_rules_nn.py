@@ -144,7 +144,8 @@ def test_deconvolution_asymmetric_and_same_padding(fresh, mode, pre, post, crop)
 
 
 @pytest.mark.parametrize("exclude", [True, False])
-@pytest.mark.parametrize("window,stride,pad", [((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (1, 0)), ((2, 2), (2, 2), (0, 0))])
+@pytest.mark.parametrize("window,stride,pad",
+                         [((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (1, 0)), ((2, 2), (2, 2), (0, 0))])
 def test_average_pooling(fresh, exclude, window, stride, pad):
     net = fresh.network
     x = torch.randn(2, 3, 9, 8)

@@ -20,7 +20,8 @@ from torch2x.flavour import trt
 from torch2x.interpreter import LayerExecutionError, UnsupportedLayerError, interpret
 from torch2x.interpreter.rules_tensor import AssertionFailedError
 
-EW, UN, ACT, RED, SM = trt.ElementWiseOperation, trt.UnaryOperation, trt.ActivationType, trt.ReduceOperation, trt.SampleMode
+EW, UN, ACT = trt.ElementWiseOperation, trt.UnaryOperation, trt.ActivationType
+RED, SM = trt.ReduceOperation, trt.SampleMode
 EXACT = dict(rtol=0, atol=0)
 F32 = dict(rtol=1e-5, atol=1e-6)
 F16 = dict(rtol=2e-3, atol=2e-3)
@@ -109,7 +110,8 @@ def test_elementwise_float(fresh, op, dtype):
         n.build()
 
 
-@pytest.mark.parametrize("op", [EW.SUM, EW.SUB, EW.PROD, EW.MAX, EW.MIN, EW.DIV, EW.FLOOR_DIV, EW.POW], ids=lambda o: o.name)
+@pytest.mark.parametrize("op", [EW.SUM, EW.SUB, EW.PROD, EW.MAX, EW.MIN, EW.DIV, EW.FLOOR_DIV, EW.POW],
+                         ids=lambda o: o.name)
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 def test_elementwise_int(fresh, op, dtype):
     a = torch.tensor([[7, -7, 7, -7, 0, 9], [1, 2, 3, -4, 5, -6]], dtype=dtype)
@@ -732,7 +734,8 @@ MO = trt.MatrixOperation
     ((3, 2), MO.TRANSPOSE, (3, 4), MO.NONE, lambda a, b: a.T @ b),
     ((2, 3), MO.NONE, (4, 3), MO.TRANSPOSE, lambda a, b: a @ b.T),
     ((1, 2, 3), MO.NONE, (4, 3, 5), MO.NONE, lambda a, b: np.matmul(a, b)),
-    ((4, 3, 2), MO.TRANSPOSE, (1, 5, 3), MO.TRANSPOSE, lambda a, b: np.matmul(a.transpose(0, 2, 1), b.transpose(0, 2, 1))),
+    ((4, 3, 2), MO.TRANSPOSE, (1, 5, 3), MO.TRANSPOSE,
+     lambda a, b: np.matmul(a.transpose(0, 2, 1), b.transpose(0, 2, 1))),
     ((2, 3), MO.NONE, (3,), MO.VECTOR, lambda a, b: a @ b),
     ((3,), MO.VECTOR, (3, 4), MO.NONE, lambda a, b: a @ b),
     ((3,), MO.VECTOR, (3,), MO.VECTOR, lambda a, b: np.dot(a, b)),
@@ -1013,11 +1016,13 @@ def _unary(op, values):
 
 
 def _reduce(op, keep):
-    return lambda net, c: net.add_reduce(c(np.array([[3, -1, 4], [1, -5, 9]], dtype=np.int64)), op, 1 << 1, keep).get_output(0)
+    return lambda net, c: net.add_reduce(c(np.array([[3, -1, 4], [1, -5, 9]], dtype=np.int64)), op, 1 << 1,
+                                         keep).get_output(0)
 
 
 def _one_hot(axis):
-    return lambda net, c: net.add_one_hot(c(np.array([[1, -1], [0, 2]], dtype=np.int32)), c(np.array([2, 7], dtype=np.int64)),
+    return lambda net, c: net.add_one_hot(c(np.array([[1, -1], [0, 2]], dtype=np.int32)),
+                                          c(np.array([2, 7], dtype=np.int64)),
                                           c(np.array(3, dtype=np.int32)), axis).get_output(0)
 
 
@@ -1069,13 +1074,16 @@ ORACLE_CASES = {
     "slice_negative_stride": _slice(SM.STRICT_BOUNDS, 4, 3, -2),
     "gather_default_negative": _gather(trt.GatherMode.DEFAULT, [10, 11, 12, 13, 14], [-1, -5, 2]),
     "gather_default_axis1": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[-1], [0]], axis=1),
-    "gather_default_elementwise": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[2, -3], [1, -1]], axis=1, ne=1),
-    "gather_default_elementwise_broadcast": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3]], [[0], [2], [-1]], axis=1, ne=1),
+    "gather_default_elementwise": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3], [4, 5, 6]], [[2, -3], [1, -1]],
+                                          axis=1, ne=1),
+    "gather_default_elementwise_broadcast": _gather(trt.GatherMode.DEFAULT, [[1, 2, 3]], [[0], [2], [-1]],
+                                                    axis=1, ne=1),
     "gather_element": _gather(trt.GatherMode.ELEMENT, [[1, 2, 3], [4, 5, 6]], [[2, -1, 0], [-3, 1, 1]], axis=1),
     "gather_nd": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[1, -1], [0, 1], [-2, -3]]),
     "gather_nd_rows": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[-1], [0]]),
     "gather_nd_batched": _gather(trt.GatherMode.ND, [[1, 2, 3], [4, 5, 6]], [[2], [-3]], ne=1),
-    **{f"reduce_{op.name}_{keep}": _reduce(op, keep) for op in (RED.SUM, RED.PROD, RED.MAX, RED.MIN) for keep in (True, False)},
+    **{f"reduce_{op.name}_{keep}": _reduce(op, keep)
+       for op in (RED.SUM, RED.PROD, RED.MAX, RED.MIN) for keep in (True, False)},
     **{f"one_hot_{axis}": _one_hot(axis) for axis in (0, 1, -1)},
     "linspace_delta_per_dim": _linspace,
     "shuffle": _shuffle,
@@ -1084,11 +1092,12 @@ ORACLE_CASES = {
     "squeeze_unsqueeze": lambda net, c: net.add_squeeze(net.add_unsqueeze(
         c(np.array([4, -5], dtype=np.int64)), c(np.array([0, -1], dtype=np.int64))).get_output(0),
         c(np.array([-1], dtype=np.int64))).get_output(0),
-    "concat": lambda net, c: net.add_concatenation([c(np.array([1], dtype=np.int64)), c(np.array([-2, 3], dtype=np.int64))]).get_output(0),
+    "concat": lambda net, c: net.add_concatenation([c(np.array([1], dtype=np.int64)),
+                                                    c(np.array([-2, 3], dtype=np.int64))]).get_output(0),
     "select": lambda net, c: net.add_select(c(np.array([True, False, True])), c(np.array([1, 2, 3], dtype=np.int64)),
                                             c(np.array([-5], dtype=np.int64))).get_output(0),
-    "cast_float_to_int_truncates": lambda net, c: net.add_cast(c(np.array([-2.5, -1.5, 1.5, 2.7, -0.9], dtype=np.float32)),
-                                                               trt.int64).get_output(0),
+    "cast_float_to_int_truncates": lambda net, c: net.add_cast(
+        c(np.array([-2.5, -1.5, 1.5, 2.7, -0.9], dtype=np.float32)), trt.int64).get_output(0),
     "compare": lambda net, c: net.add_cast(_ew(EW.GREATER, A, B)(net, c), trt.int32).get_output(0),
 }
 
@@ -1140,12 +1149,13 @@ FLOAT_ORACLE_CASES = {
     **{f"unary_{op.name}": _funary(op, POSITIVE) for op in (UN.LOG, UN.RECIP, UN.TAN)},
     **{f"unary_{op.name}": _funary(op, IN_UNIT) for op in (UN.ASIN, UN.ACOS, UN.ATANH)},
     "unary_ACOSH": _funary(UN.ACOSH, [1.0, 1.5, 2.0, 3.0, 10.0]),
-    **{f"unary_{op.name}": _funary(op, [0.5, 1.5, 2.5, -0.5, -2.5, -1.7, 2.0004]) for op in (UN.ROUND, UN.FLOOR, UN.CEIL)},
+    **{f"unary_{op.name}": _funary(op, [0.5, 1.5, 2.5, -0.5, -2.5, -1.7, 2.0004])
+       for op in (UN.ROUND, UN.FLOOR, UN.CEIL)},
     **{f"ew_{op.name}_float": _ew(op, [-7.0, 7.0, 9.0, 2.5, -1.25], [2.0, -2.0, 4.0, 2.0, 0.5], np.float32)
        for op in (EW.SUM, EW.SUB, EW.PROD, EW.MAX, EW.MIN, EW.DIV, EW.FLOOR_DIV)},
     "ew_POW_float": _ew(EW.POW, [2.0, 0.5, 3.0, 2.5, 4.0], [3.0, -2.0, 0.0, 1.5, -0.5], np.float32),
-    **{f"reduce_{op.name}_float": (lambda op: lambda net, c: net.add_reduce(
-        c(np.array([[1.5, -2.25, 4.0], [0.5, 3.0, -1.0]], dtype=np.float32)), op, 1 << 1, False).get_output(0))(op)
+    **{f"reduce_{op.name}_float": (lambda red: lambda net, c: net.add_reduce(
+        c(np.array([[1.5, -2.25, 4.0], [0.5, 3.0, -1.0]], dtype=np.float32)), red, 1 << 1, False).get_output(0))(op)
        for op in (RED.SUM, RED.PROD, RED.MAX, RED.MIN, RED.AVG)},
 }
 
@@ -1226,7 +1236,8 @@ ONNX_CASES = {
     "int_div": lambda x: (torch.div((x * 10).int(), 3, rounding_mode="floor")
                           + torch.div((x * 10).int(), 3, rounding_mode="trunc")).float(),
     "reduce": lambda x: x.mean(1, keepdim=True) + x.amax(0) - x.prod(1, keepdim=True) + x.sum() + x.amin(),
-    "shape_ops": lambda x: torch.cat([x, x * 2], 0).reshape(4, 5).permute(1, 0).unsqueeze(0).squeeze(0).chunk(2, dim=1)[1],
+    "shape_ops": lambda x: (torch.cat([x, x * 2], 0).reshape(4, 5).permute(1, 0).unsqueeze(0).squeeze(0)
+                            .chunk(2, dim=1)[1]),
     "batched_matmul": lambda x: torch.matmul(x.unsqueeze(0), x.T.unsqueeze(0).expand(3, 5, 2)),
     "one_hot": lambda x: torch.nn.functional.one_hot((x.abs() * 2).long().clamp(max=3), 4).float(),
     "round_sign": lambda x: torch.round(x * 2) + torch.sign(x) + torch.floor(x) + torch.ceil(x),

@@ -131,7 +131,8 @@ def _layers(network: trt.INetworkDefinition) -> list:
 
 
 _LOOP_TYPES = {
-    getattr(trt.LayerType, n) for n in ("TRIP_LIMIT", "RECURRENCE", "ITERATOR", "LOOP_OUTPUT") if hasattr(trt.LayerType, n)
+    getattr(trt.LayerType, n)
+    for n in ("TRIP_LIMIT", "RECURRENCE", "ITERATOR", "LOOP_OUTPUT") if hasattr(trt.LayerType, n)
 }
 
 

@@ -203,7 +203,8 @@ def pooling(layer, inputs, env):
     xb = xb.to(_compute_dtype(x))
     spatial = tuple(xb.shape[2:])
     ones = [1] * n
-    pre, post, extra = _forward_padding(cfg["mode"], spatial, cfg["window"], cfg["stride"], ones, cfg["pre"], cfg["post"])
+    pre, post, extra = _forward_padding(cfg["mode"], spatial, cfg["window"], cfg["stride"], ones,
+                                        cfg["pre"], cfg["post"])
     full_post = [a + e for a, e in zip(post, extra)]
     pad = _pad_arg(pre, full_post)
     kind = cfg["type"]
@@ -245,7 +246,8 @@ def pooling(layer, inputs, env):
 
 @rule(LT.NORMALIZATION)
 def normalization(layer, inputs, env):
-    cfg = env.cached(layer, "cfg", lambda: dict(axes=int(layer.axes), eps=float(layer.epsilon), groups=int(layer.num_groups)))
+    cfg = env.cached(layer, "cfg", lambda: dict(axes=int(layer.axes), eps=float(layer.epsilon),
+                                                groups=int(layer.num_groups)))
     x, scale, bias = inputs[0], inputs[1], inputs[2]
     dtype = _compute_dtype(x)
     xf = x.to(dtype)
@@ -455,7 +457,8 @@ def scale(layer, inputs, env):
 
 @rule(LT.LRN)
 def lrn(layer, inputs, env):
-    cfg = env.cached(layer, "cfg", lambda: (int(layer.window_size), float(layer.alpha), float(layer.beta), float(layer.k)))
+    cfg = env.cached(layer, "cfg",
+                     lambda: (int(layer.window_size), float(layer.alpha), float(layer.beta), float(layer.k)))
     window, alpha, beta, k = cfg
     x = inputs[0]
     dtype = _compute_dtype(x)

@@ -59,7 +59,7 @@ def nms(layer, inputs, env):
         raise UnsupportedLayerError(layer, f"bounding box format {layer.bounding_box_format}")
     boxes, scores = boxes.double(), scores.double()
     batch, _, classes = scores.shape
-    rows, row_scores = [], []
+    rows = []
     for b in range(batch):
         picked = []
         for c in range(classes):

@@ -411,10 +411,12 @@ def fill(layer, inputs, env):
         beta = beta.reshape(-1)
         if not given(2) and len(dims) != 1:
             raise LayerExecutionError(
-                f"fill layer {layer.name!r}: a static beta needs a 1-D output, got rank {len(dims)} (TensorRT rejects it too)"
+                f"fill layer {layer.name!r}: a static beta needs a 1-D output, got rank {len(dims)} "
+                "(TensorRT rejects it too)"
             )
         if beta.numel() != len(dims):
-            raise LayerExecutionError(f"fill layer {layer.name!r}: delta has {beta.numel()} entries for rank {len(dims)}")
+            raise LayerExecutionError(f"fill layer {layer.name!r}: delta has {beta.numel()} entries "
+                                      f"for rank {len(dims)}")
         out = alpha.clone().expand(dims).clone() if dims else alpha.clone()
         for k, n in enumerate(dims):
             view = [1] * len(dims)
