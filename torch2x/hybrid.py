@@ -538,6 +538,7 @@ def _check_program(program: Any, constants: int, engines: int) -> list:
 
     if not isinstance(program, dict) or program.get("version") != PROGRAM_VERSION:
         raise bad(f"expected a dict with version {PROGRAM_VERSION}")
+    steps_mod.setup()  # functions and objects plugins register for saved programs (detection post-processing)
     for key, kind in (("num_inputs", int), ("steps", list), ("outputs", list), ("output_spec", list)):
         if not isinstance(program.get(key), kind):
             raise bad(f"{key!r} missing or not a {kind.__name__}")

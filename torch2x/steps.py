@@ -67,9 +67,11 @@ def on_demand(register: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def setup() -> None:
-    """Make every :func:`on_demand` registration (a hybrid conversion calls this before tracing)."""
-    while _SETUP:
-        _SETUP.pop(0)()
+    """Make every :func:`on_demand` registration. Hybrid conversions and saved-program loads call this each
+    time: the registrations are idempotent, and one may have been undone since (a context manager that
+    intercepts the same functions for a while)."""
+    for register in _SETUP:
+        register()
 
 
 WHOLE_STEPS: dict[str, str] = {}  # qualname -> why a registered function runs whole in PyTorch
@@ -254,7 +256,6 @@ def _allowed() -> dict:
     """Qualified name -> (kind, callable or attribute name): what a saved step may call."""
     from . import tracer
 
-    setup()
     import sys
 
     # (a module registered by name counts once it is imported)
@@ -295,7 +296,6 @@ def _named(fn: Any) -> bool:
 
 def is_registered_object(name: str) -> bool:
     """Whether objects saved under ``name`` can be rebuilt in this process."""
-    setup()
     return name in _PLAIN_BUILDERS
 
 
