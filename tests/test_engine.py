@@ -240,6 +240,29 @@ def test_engine_cache_refuses_foreign_and_altered_entries(tmp_path, monkeypatch)
     assert loaded.engine_bytes == built.engine_bytes and loaded.meta == built.meta
 
 
+def test_engine_cache_checks_every_piece_of_a_large_engine(tmp_path, monkeypatch):
+    """Engines are checksummed and weights hashed per piece (16 MB; 1 KB here so a small engine has many):
+    a byte changed in any piece, or a piece missing, is found; a changed weight in a later piece misses."""
+    monkeypatch.setattr(engine_cache, "_CHUNK", 1024)
+    model, x = _block(), torch.randn(1, 3, 16, 16)
+    built = torch2x.torch2x(model, [x], engine_cache=str(tmp_path))
+    (path,) = tmp_path.glob("*.torch2x-engine")
+    key = path.name.split(".")[0]
+    header, engine = engine_cache.read_entry(str(path))
+    assert len(header["engine_crc32"]) == -(-len(engine) // 1024) > 2
+    assert engine_cache.load(str(tmp_path), key).engine_bytes == built.engine_bytes
+    middle = len(engine) // 2
+    engine_cache.write_entry(str(path), header, engine[:middle] + bytes([engine[middle] ^ 0x10]) + engine[middle + 1:])
+    assert engine_cache.load(str(tmp_path), key) is None
+    engine_cache.write_entry(str(path), {**header, "engine_size": len(engine) - 1024}, engine[:-1024])
+    assert engine_cache.load(str(tmp_path), key) is None  # a whole piece missing, the size edited to match
+    big = nn.Linear(64, 64)  # 16 KB of weights: 16 pieces
+    before = engine_cache.conversion_key(big, [torch.randn(1, 64)], {})
+    with torch.no_grad():
+        big.weight[-1, -1] += 1
+    assert engine_cache.conversion_key(big, [torch.randn(1, 64)], {}) != before
+
+
 def test_engine_cache_key_sees_the_model_code(tmp_path, monkeypatch):
     """Two module classes with equal weights and repr but different forward code: different keys."""
     source = ("import torch.nn as nn\nclass M(nn.Linear):\n    def forward(self, x):\n"

@@ -19,11 +19,12 @@ flow. Clear the directory after changing such things. Hashing the built network 
 it, but would only save the engine build, not the conversion.
 
 Each entry is one file ``<key>.torch2x-engine``: a JSON header (key, flavour, version, the engine's size and
-CRC-32, the TRTModule's I/O description and the conversion report) followed by the raw plan; nothing in it
-is unpickled. An entry that does not parse, is for another key, flavour or version, is shorter than its
-header says (truncated) or whose engine does not match its checksum (altered) is rebuilt and overwritten,
-never used. (CRC-32 detects accidental damage at 3x the speed of SHA-256, which matters for a 350 MB engine;
-the key stays SHA-256.)
+the CRC-32 of each 16 MB piece, the TRTModule's I/O description and the conversion report) followed by the raw
+plan; nothing in it is unpickled. An entry that does not parse, is for another key, flavour or version, is
+shorter than its header says (truncated) or whose engine does not match its checksum (altered) is rebuilt and
+overwritten, never used. (CRC-32 detects accidental damage at 3x the speed of SHA-256, which matters for a
+350 MB engine; the key stays SHA-256. Both run per 16 MB piece on every core, checksums while the file is
+still being read: a hit costs about as much as reading the weights and the engine once.)
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from .report import ConversionReport
 from .structure import flatten
 
 log = logging.getLogger("torch2x.engine_cache")
-_FORMAT = 2
+_FORMAT = 3  # 3: weights hashed and engines checksummed per 16 MB piece
 _SUFFIX = ".torch2x-engine"
 ENV = "TORCH2X_ENGINE_CACHE"
 
@@ -55,13 +56,6 @@ def directory(engine_cache: str | None) -> str | None:
     if path is not None:
         os.makedirs(path, exist_ok=True)
     return path
-
-
-def _tensor_digest(h: hashlib._Hash, t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
 
 
 _DIGESTS: dict = {}  # (path, mtime, size) -> SHA-256 of the file: source files are read once while unchanged
@@ -109,9 +103,7 @@ def _code_files(module: Any) -> list:
 def _canonical(value: Any) -> Any:
     """``value`` as JSON-able data: tensors by content digest, paths to files by content digest."""
     if isinstance(value, torch.Tensor):
-        h = hashlib.sha256()
-        _tensor_digest(h, value)
-        return {"tensor": h.hexdigest()}
+        return {"tensor": _weight_digests([value])[0]}
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -141,12 +133,33 @@ def key(module: Any, inputs: Sequence[Any], options: dict) -> str:
             if isinstance(m, torch.fx.GraphModule):
                 h.update(m.code.encode())
         named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
-        # one digest per tensor, on a few threads (hashlib releases the GIL): hundreds of MB of weights
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            digests = list(pool.map(_canonical, [t for _, t in named]))
-        for (name, _), digest in zip(named, digests, strict=True):
-            h.update(f"{name}:{digest['tensor']}".encode())
+        for (name, _), digest in zip(named, _weight_digests([t for _, t in named]), strict=True):
+            h.update(f"{name}:{digest}".encode())
     return h.hexdigest()
+
+
+_CHUNK = 16 << 20  # weights are hashed and engines checksummed in 16 MB pieces, on every core
+
+
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))  # hashlib and zlib release the GIL
+
+
+def _weight_digests(tensors: list) -> list:
+    """One SHA-256 per tensor (its type, shape and the digests of its 16 MB pieces), computed on a few
+    threads: a cache hit is mostly this and reading the engine, and one 400 MB weight (VGG's first fully
+    connected layer) would otherwise keep one core busy while the others wait."""
+    flat = [t.detach().cpu().contiguous() for t in tensors]
+    pieces = []  # (tensor index, bytes view)
+    for i, t in enumerate(flat):
+        data = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+        pieces += [(i, data[start:start + _CHUNK]) for start in range(0, max(1, len(data)), _CHUNK)]
+    with _pool() as pool:
+        digests = list(pool.map(lambda piece: hashlib.sha256(piece[1]).digest(), pieces))
+    hashes = [hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode()) for t in flat]
+    for (i, _), digest in zip(pieces, digests, strict=True):
+        hashes[i].update(digest)
+    return [h.hexdigest() for h in hashes]
 
 
 def _path(cache_dir: str, cache_key: str) -> str:
@@ -158,13 +171,36 @@ _MAGIC = b"TORCH2X-ENGINE-CACHE\n"
 
 def read_entry(path: str) -> tuple:
     """``(header dict, engine bytes)`` of a cache file: the magic line, an 8-byte header length, the header
-    as JSON, then the raw plan (read in one piece: no copy of a 350 MB engine on the way)."""
-    with open(path, "rb") as f:
+    as JSON, then the raw plan (read into one buffer: no copy of a 350 MB engine on the way)."""
+    header, engine, _ = _read_checksummed(path)
+    return header, engine
+
+
+def _checksums(data) -> list:
+    """CRC-32 of each 16 MB piece of ``data``."""
+    view = memoryview(data)
+    with _pool() as pool:
+        return list(pool.map(lambda start: zlib.crc32(view[start:start + _CHUNK]), range(0, len(view), _CHUNK)))
+
+
+def _read_checksummed(path: str) -> tuple:
+    """``(header, engine, CRC-32 of each 16 MB piece)``: each piece is checksummed on another thread while the
+    next one is read, so checking a cache entry costs little more than reading it."""
+    with open(path, "rb") as f, _pool() as pool:
         if f.read(len(_MAGIC)) != _MAGIC:
             raise ValueError("no torch2x engine cache header")
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size).decode("utf-8"))
-        return header, f.read()
+        remaining = os.fstat(f.fileno()).st_size - f.tell()
+        engine = bytearray(remaining)
+        view, futures, start = memoryview(engine), [], 0
+        while start < remaining:
+            got = f.readinto(view[start:start + _CHUNK])
+            if not got:  # the file shrank while being read
+                return header, engine[:start], [future.result() for future in futures]
+            futures.append(pool.submit(zlib.crc32, view[start:start + got]))
+            start += got
+        return header, engine, [future.result() for future in futures]
 
 
 def write_entry(path: str, header: dict, engine: bytes) -> None:
@@ -191,14 +227,14 @@ def load(cache_dir: str, cache_key: str) -> Any | None:
     if not os.path.exists(path):
         return None
     try:
-        header, engine = read_entry(path)
+        header, engine, checksums = _read_checksummed(path)
         problem = ("not a torch2x engine cache entry" if header.get("format") != _FORMAT
                    else "for another key" if header.get("key") != cache_key
                    else f"built with {header.get('flavour')} {header.get('version')}"
                    if (header.get("flavour"), header.get("version")) != (flavour.NAME, flavour.VERSION)
                    else "truncated" if len(engine) != header.get("engine_size")
                    else "altered: its engine does not match its checksum"
-                   if zlib.crc32(engine) != header.get("engine_crc32") else "")
+                   if checksums != header.get("engine_crc32") else "")
     except Exception as exc:  # noqa: BLE001 -- a truncated or foreign file: any failure means rebuild
         problem = f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
     if problem:
@@ -214,7 +250,7 @@ def store(cache_dir: str, cache_key: str, trt_module: Any) -> str:
     """Write ``trt_module`` (its engine, I/O description and report) under ``cache_key``; returns the path."""
     engine = bytes(trt_module.engine_bytes)
     header = {"format": _FORMAT, "key": cache_key, "flavour": flavour.NAME, "version": flavour.VERSION,
-              "engine_size": len(engine), "engine_crc32": zlib.crc32(engine), "meta": trt_module.meta,
+              "engine_size": len(engine), "engine_crc32": _checksums(engine), "meta": trt_module.meta,
               "report": trt_module.report.to_dict() if getattr(trt_module, "report", None) else {}}
     path = _path(cache_dir, cache_key)
     write_entry(path, header, engine)
