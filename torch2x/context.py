@@ -155,6 +155,13 @@ class ConversionContext:
         if any(d < 0 for d in itensor.shape):  # dynamic dims: remember the example's sizes for reshapes
             self._example_sizes[itensor.name] = tuple(tensor.shape)
 
+    def add_input(self, name: str, tensor: torch.Tensor, shape: Sequence[int]) -> trt.ITensor:
+        """A network input ``name`` holding ``tensor`` (``shape``: its sizes, -1 where they vary at run time),
+        bound to ``tensor`` in the network's compute type; returns the input itself."""
+        itensor = self.raw_network.add_input(name, to_trt(tensor.dtype), tuple(shape))
+        self.bind(tensor, self.cast(itensor, self.dtype_for(tensor.dtype)))
+        return itensor
+
     def unbind(self, tensor: torch.Tensor) -> None:
         """Forget ``tensor``'s network value (hybrid execution: another segment or PyTorch wrote it in place)."""
         for table in (self._tensors, self._channels):

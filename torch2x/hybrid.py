@@ -18,6 +18,7 @@ the trace can prove (:func:`torch2x.steps.output_bounds`), not the example's val
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -66,6 +67,26 @@ class _Record:
     segment: int = -1  # converted calls: its segment; steps: the segment it runs after (-1: before all)
 
 
+class _ValueIds:
+    """Which value (by id) a torch tensor object holds now. Keyed by ``id``, guarded by identity: an id
+    reused by a new object after the old one died must not find the old value."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple] = {}
+
+    def set(self, t: torch.Tensor, vid: int) -> None:
+        self._entries[id(t)] = (t, vid)
+
+    def get(self, t: Any) -> Optional[int]:
+        entry = self._entries.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else None
+
+
+def _input_shape(bounds: list, t: torch.Tensor) -> tuple:
+    """A network input's shape for a value of these bounds: -1 where its size varies at run time."""
+    return tuple(-1 if lo != hi else s for (lo, hi), s in zip(bounds, t.shape))
+
+
 def _outputs_of(qualname: str, args: tuple, out: Any) -> list:
     from .tracer import _is_inplace, tensor_leaves
 
@@ -83,15 +104,18 @@ class Analysis:
     """The tracer's planner in the analysis pass: decides which calls run in PyTorch and records the data flow."""
 
     def __init__(self, ctx: ConversionContext, module: Any, report: ConversionReport, inputs: list,
-                 torch_executed_ops: Iterable[str] = (), torch_executed_modules: Iterable[str] = ()):
+                 torch_executed_ops: Iterable[str] = (), torch_executed_modules: Iterable[str] = (),
+                 min_block_size: int = 1):
         self.ctx = ctx
+        # converted calls are encoded as steps only when a small segment may be folded into PyTorch
+        self.folding = min_block_size > 1
         self.module = module
         self.report = report
         self.ops = list(torch_executed_ops)
         self.modules = list(torch_executed_modules)
         self.values: list[_Value] = []
         self.records: dict[int, _Record] = {}
-        self._refs: dict[int, tuple] = {}  # id(tensor) -> (tensor, value id): the value it holds now
+        self.ids = _ValueIds()
         self._names: dict[str, int] = {}  # network tensor name -> value id (sizes read from it)
         self.encoder = steps_mod.Encoder(self.ref_of, self._names.get)
         self.fallbacks = 0
@@ -103,12 +127,11 @@ class Analysis:
     # --- values -------------------------------------------------------------------------------------
     def _new_value(self, t: torch.Tensor, producer: Optional[int], bounds: list) -> int:
         self.values.append(_Value(producer, t.dtype, tuple(t.shape), bounds))
-        self._refs[id(t)] = (t, len(self.values) - 1)
+        self.ids.set(t, len(self.values) - 1)
         return len(self.values) - 1
 
     def ref_of(self, t: Any) -> Optional[int]:
-        entry = self._refs.get(id(t))
-        return entry[1] if entry is not None and entry[0] is t else None
+        return self.ids.get(t)
 
     def bounds_of(self, t: torch.Tensor) -> list:
         vid = self.ref_of(t)
@@ -199,7 +222,7 @@ class Analysis:
 
     def converted(self, tracer: Any, index: int, qualname: str, args: tuple, kwargs: dict, outputs: list) -> None:
         reads = self._reads(args, kwargs)
-        step, why = self._encode(qualname, args, kwargs)
+        step, why = self._encode(qualname, args, kwargs) if self.folding else (None, "")
         record = _Record(index, qualname, tracer.module_path, False, reads, [], step, why)
         varying = [self.values[v].bounds for v in reads]
         for t in outputs:
@@ -237,10 +260,7 @@ class Analysis:
             vid = self._new_value(t, index, dims)
             record.produces.append(vid)
             if t.dtype not in _NOT_TRT:
-                shape = tuple(-1 if lo != hi else s for (lo, hi), s in zip(dims, t.shape))
-                itensor = self.ctx.raw_network.add_input(f"v{vid}", to_trt(t.dtype), shape)
-                self.ctx.bind(t, self.ctx.cast(itensor, self.ctx.dtype_for(t.dtype)))
-                self._names[itensor.name] = vid
+                self._names[self.ctx.add_input(f"v{vid}", t, _input_shape(dims, t)).name] = vid
         self.records[index] = record
         self.fallbacks += 1
         self.report.add_unsupported(qualname, path, f"runs in PyTorch: {reason}", record.example)
@@ -287,15 +307,8 @@ def _follow(size: int, varying: list) -> tuple:
         for lo, hi in bounds:
             if lo != hi and lo <= size <= hi and (lo, hi) != (size, size):
                 return lo, hi
-    largest = max([_numel_high(b) for b in varying], default=size)
+    largest = max([math.prod(max(hi, 1) for _, hi in b) for b in varying], default=size)
     return 0, max(size, largest)
-
-
-def _numel_high(bounds: list) -> int:
-    n = 1
-    for _, hi in bounds:
-        n *= max(hi, 1)
-    return n
 
 
 class SegmentPass:
@@ -306,17 +319,15 @@ class SegmentPass:
         self.ctx = ctx
         self.analysis = analysis
         self.k = k
-        self._refs: dict[int, tuple] = {id(t): (t, vid) for vid, t in enumerate(inputs)}
+        self.ids = _ValueIds()
+        for vid, t in enumerate(inputs):
+            self.ids.set(t, vid)
         self.wanted = set(wanted)
         self.inputs: list[int] = []  # value ids, in network input order
         # what this segment's calls read, tensors and sizes (a size read for another segment binds nothing)
         self.needed = {v for r in analysis.records.values() if not r.torch and r.segment == k for v in r.reads}
         ctx.exact_sizes = True
         self.captured: dict[int, Any] = {}  # value id -> its network tensor right after it was made
-
-    def _ref(self, t: Any) -> Optional[int]:
-        entry = self._refs.get(id(t))
-        return entry[1] if entry is not None and entry[0] is t else None
 
     def _ready(self, vid: int) -> bool:
         producer = self.analysis.values[vid].producer
@@ -325,17 +336,15 @@ class SegmentPass:
     def _bind_input(self, t: torch.Tensor, vid: int) -> None:
         if not self._ready(vid):
             raise HybridError(f"segment {self.k} reads value v{vid}, which is only made later: a planning bug")
-        shape = tuple(-1 if lo != hi else s for (lo, hi), s in zip(self.analysis.values[vid].bounds, t.shape))
         self.ctx.begin_call("", "input")
-        itensor = self.ctx.raw_network.add_input(f"v{vid}", to_trt(t.dtype), shape)
-        self.ctx.bind(t, self.ctx.cast(itensor, self.ctx.dtype_for(t.dtype)))
+        self.ctx.add_input(f"v{vid}", t, _input_shape(self.analysis.values[vid].bounds, t))
         self.inputs.append(vid)
 
     def check_output(self, traced: list, args: tuple, kwargs: dict, t: torch.Tensor, shape: tuple) -> None:
         pass  # (checked in the analysis pass)
 
     def size_read(self, tracer: Any, t: Any) -> None:
-        vid = self._ref(t)
+        vid = self.ids.get(t)
         if vid in self.needed and not self.ctx.has(t) and any(lo != hi for lo, hi in self.analysis.values[vid].bounds):
             self._bind_input(t, vid)  # a size that varies at run time must be read from the tensor
 
@@ -352,7 +361,7 @@ class SegmentPass:
             self._produced(r, _outputs_of(qualname, args, out), capture=False)
             return True
         for v in leaves((args, kwargs)):
-            vid = self._ref(v) if isinstance(v, torch.Tensor) else None
+            vid = self.ids.get(v) if isinstance(v, torch.Tensor) else None
             if vid is not None and not self.ctx.has(v):
                 self._bind_input(v, vid)
         return False
@@ -370,7 +379,7 @@ class SegmentPass:
             raise HybridError(f"{r.qualname} at {r.path or '<root>'} returned {len(outputs)} tensors in the segment "
                               f"pass, {len(r.produces)} before: the model's forward is not deterministic")
         for t, vid in zip(outputs, r.produces):
-            self._refs[id(t)] = (t, vid)
+            self.ids.set(t, vid)
             if not capture:
                 self.ctx.unbind(t)  # written elsewhere (an in-place op): read again as an input if needed
             elif vid in self.wanted:  # as it is now: a later in-place op must not change what leaves
@@ -501,12 +510,8 @@ class HybridModule(torch.nn.Module):
         if program is None:
             missing_keys.append(prefix + "program")
             return
-        count = 0
-        while f"{prefix}constants.{count}" in state_dict:
-            count += 1
-        engines = 0
-        while f"{prefix}engines.{engines}.engine" in state_dict:
-            engines += 1
+        count = _numbered(state_dict, prefix + "constants.{}")
+        engines = _numbered(state_dict, prefix + "engines.{}.engine")
         constants = [state_dict[f"{prefix}constants.{k}"] for k in range(count)]
         if not all(isinstance(c, torch.Tensor) for c in constants):
             raise steps_mod.StepError("the saved program's constants must be tensors")
@@ -529,6 +534,14 @@ class HybridModule(torch.nn.Module):
             return "empty"
         n = sum(1 for s in self.program["steps"] if "engine" not in s)
         return f"{len(self.engines)} engine(s), {n} PyTorch step(s)"
+
+
+def _numbered(state_dict: dict, pattern: str) -> int:
+    """How many keys ``pattern.format(0)``, ``pattern.format(1)``... the state dict holds in a row."""
+    count = 0
+    while pattern.format(count) in state_dict:
+        count += 1
+    return count
 
 
 def _check_program(program: Any, constants: int, engines: int) -> list:

@@ -177,8 +177,7 @@ def _add_inputs(ctx: ConversionContext, tensors: list, names: list, profiles: li
             raise ValueError(f"input {name!r} is the same tensor object as an earlier input: pass a clone")
         dims = dynamic.dynamic_dims(profiles, name) if profiles else []
         shape = tuple(-1 if d in dims else size for d, size in enumerate(t.shape))
-        itensor = ctx.raw_network.add_input(name, to_trt(t.dtype), shape)
-        ctx.bind(t, ctx.cast(itensor, ctx.dtype_for(t.dtype)))
+        ctx.add_input(name, t, shape)
 
 
 def _mark_outputs(ctx: ConversionContext, tracer: Tracer, tensors: list, names: list,
@@ -299,7 +298,8 @@ def build_network(module: Any, inputs: Sequence[Any], *, fp16: bool = False, bf1
 
         steps.setup()  # whole-function steps plugins register (torchvision detection post-processing)
 
-        analysis = hybrid.Analysis(ctx, module, report, in_tensors, torch_executed_ops, torch_executed_modules)
+        analysis = hybrid.Analysis(ctx, module, report, in_tensors, torch_executed_ops, torch_executed_modules,
+                                  min_block_size)
     was_training = getattr(module, "training", False)
     if was_training:
         module.eval()  # an engine is an inference graph: dropout off, batch-norm on running statistics
