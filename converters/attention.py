@@ -118,28 +118,21 @@ def scaled_dot_product_attention(ctx, call):
 
 
 def _fused_attention(ctx, call, q, k, v, scale, dtype):
-    """scaled_dot_product_attention as TensorRT's attention layer where that computes what PyTorch does:
-    4-d query, key and value of one batch and head count, and no mask, the causal mask, or a constant mask
-    that leaves every query some key (PyTorch gives a fully masked query zeros, the layer does not).
-    None otherwise (or on a TensorRT without the layer)."""
+    """scaled_dot_product_attention as TensorRT's attention layer where that computes what PyTorch does and
+    makes the leaner engine: 4-d query, key and value of one batch and head count, and no mask or only the
+    causal one. None otherwise (or on a TensorRT without the layer).
+
+    With an attention mask (T5's relative position bias) the layer's engine transposes the keys in a kernel
+    of its own where the multiplies and softmax built from plain layers read them in place: T5-base's
+    encoder takes 67 kernels and 207.6 MB with the layer, 61 and 204.5 MB without (the ONNX route: 63,
+    206.7). Without a mask the layer is leaner (ViT-B/16: 185 kernels against 209)."""
     query, key, value = call.arg("query"), call.arg("key"), call.arg("value")
     if (not flavour.HAS_ATTENTION_LAYER or not query.dim() == key.dim() == value.dim() == 4
-            or key.shape != value.shape or query.shape[:2] != key.shape[:2] or query.shape[-1] != key.shape[-1]):
+            or key.shape != value.shape or query.shape[:2] != key.shape[:2] or query.shape[-1] != key.shape[-1]
+            or (call.has("attn_mask") and call.arg("attn_mask") is not None)):
         return None
-    causal = bool(call.arg("is_causal"))
-    mask = call.arg("attn_mask") if call.has("attn_mask") else None
-    constant_mask = None
-    if mask is not None:
-        dims = ctx.dims(query)[-2:] + ctx.dims(key)[-2:]
-        if causal or ctx.is_traced(mask) or mask.dim() > 4 or any(is_traced(d) for d in dims):
-            return None
-        full = mask.detach().reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
-        visible = full if full.dtype == torch.bool else full > float("-inf")
-        if not visible.expand(tuple(query.shape[:3]) + (key.shape[2],)).any(-1).all():
-            return None
-        constant_mask = ctx.constant(full, trt.DataType.BOOL if full.dtype == torch.bool else dtype)
     q = _scaled(ctx, q, scale, dtype)
-    out = flavour.add_attention(ctx.network, q, k, v, causal=causal, mask=constant_mask).get_output(0)
+    out = flavour.add_attention(ctx.network, q, k, v, causal=bool(call.arg("is_causal"))).get_output(0)
     return ctx._noted(out, tuple(call.output.shape))
 
 

@@ -83,7 +83,7 @@ def linear_as_convolution(ctx, x, weight, bias, dtype):
     an input that cannot take the layout)."""
     if weight.dim() != 2 or any(ctx.is_traced(t) for t in (weight, bias)) or dtype not in layout.FLOATS:
         return None
-    ch = ctx.channels(x, enter=True, dtype=dtype)
+    ch = ctx.channels(x, enter=layout.may_enter(ctx, x), dtype=dtype)
     if ch is None:
         return None
     w = weight.detach()

@@ -171,7 +171,7 @@ def _layer_norm_in_channels(ctx, call):
     if (len(tuple(call.arg("normalized_shape"))) != 1 or x.shape[-1] == 1
             or ctx.is_traced(weight) or ctx.is_traced(bias)):
         return None
-    ch = ctx.channels(x, enter=True)
+    ch = ctx.channels(x, enter=layout.may_enter(ctx, x))
     if ch is None:
         return None
     ch = layout.apply_affine(ctx, ch)

@@ -60,6 +60,31 @@ def test_linear_on_rows_is_a_matrix_multiply_and_a_bias_add(fp16):
     assert types == [LT.MATRIX_MULTIPLY, LT.ELEMENTWISE, LT.ACTIVATION, LT.MATRIX_MULTIPLY, LT.ELEMENTWISE]
 
 
+class SeparateProjections(torch.nn.Module):
+    """BERT-style attention: a layer norm, then separate query, key and value linear layers."""
+
+    def __init__(self, width: int = 8, heads: int = 2):
+        super().__init__()
+        self.norm = _affine_layer_norm(width)
+        self.query, self.key, self.value = (torch.nn.Linear(width, width) for _ in range(3))
+        self.heads = heads
+
+    def forward(self, x):
+        h = self.norm(x)
+        split = [t(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (self.query, self.key, self.value)]
+        return x + F.scaled_dot_product_attention(*split).transpose(1, 2).flatten(2)
+
+
+def test_separate_query_key_value_projections_stay_matrix_multiplies():
+    """Token sequences of a model with sibling projections stay out of the channel layout: TensorRT merges
+    sibling matrix multiplies into one GEMM (not sibling convolutions); an MLP elsewhere in a vision model
+    still enters it."""
+    net = check_module(SeparateProjections(), torch.randn(2, 5, 8))
+    types = _types(net)
+    assert LT.CONVOLUTION not in types and types.count(LT.MATRIX_MULTIPLY) == 3
+    assert _types(check_module(Mlp(), torch.randn(2, 5, 8))).count(LT.CONVOLUTION) == 2
+
+
 @pytest.mark.parametrize("fp16", [False, True])
 def test_a_pending_layer_norm_affine_folds_into_a_linear_on_rows(fp16):
     """A ViT head: the class token of the final layer norm's output, then a linear layer."""
