@@ -119,20 +119,21 @@ def scaled_dot_product_attention(ctx, call):
 
 def _fused_attention(ctx, call, q, k, v, scale, dtype):
     """scaled_dot_product_attention as TensorRT's attention layer where that computes what PyTorch does and
-    makes the leaner engine: 4-d query, key and value of one batch and head count, and no mask or only the
-    causal one. None otherwise (or on a TensorRT without the layer).
+    makes the leaner engine: 4-d query, key and value of one batch and head count, no mask and not causal.
+    None otherwise (or on a TensorRT without the layer).
 
-    With an attention mask (T5's relative position bias) the layer's engine transposes the keys in a kernel
-    of its own where the multiplies and softmax built from plain layers read them in place: T5-base's
-    encoder takes 67 kernels and 207.6 MB with the layer, 61 and 204.5 MB without (the ONNX route: 63,
-    206.7). Without a mask the layer is leaner (ViT-B/16: 185 kernels against 209)."""
+    With a mask or the causal flag the layer's engine transposes the keys in a kernel of its own, where the
+    multiplies and softmax built from plain layers read them in place. Same builder, kernels / MB moved
+    with the layer and without: T5-base's encoder (relative position bias as the mask) 67/207.6 and
+    61/204.5, GPT-2 (causal) 169/741.6 and 157/731.5 (the ONNX route: 63/206.7 and 157/735.9). Without
+    either the layer is the leaner (ViT-B/16: 185 kernels against 209)."""
     query, key, value = call.arg("query"), call.arg("key"), call.arg("value")
     if (not flavour.HAS_ATTENTION_LAYER or not query.dim() == key.dim() == value.dim() == 4
             or key.shape != value.shape or query.shape[:2] != key.shape[:2] or query.shape[-1] != key.shape[-1]
-            or (call.has("attn_mask") and call.arg("attn_mask") is not None)):
+            or (call.has("attn_mask") and call.arg("attn_mask") is not None) or call.arg("is_causal")):
         return None
     q = _scaled(ctx, q, scale, dtype)
-    out = flavour.add_attention(ctx.network, q, k, v, causal=bool(call.arg("is_causal"))).get_output(0)
+    out = flavour.add_attention(ctx.network, q, k, v).get_output(0)
     return ctx._noted(out, tuple(call.output.shape))
 
 
@@ -261,8 +262,8 @@ def _self_attention_in_channels(ctx, x, heads, in_weight, in_bias, out_weight, o
     y = ctx.shuffle(qkv, (0, 0, 3 * heads, D), first=(0, 2, 1, 3),
                     second=(0, 2, 1, 3) if batch_first else (1, 2, 0, 3), copy_zeros=True)
     q, k, v = (ctx.slice(y, (0, i * heads, 0, 0), (B, heads, L, D)) for i in range(3))
-    if flavour.HAS_ATTENTION_LAYER:
-        out = ctx._noted(flavour.add_attention(ctx.network, q, k, v, causal=causal).get_output(0), ctx.dims(q))
+    if flavour.HAS_ATTENTION_LAYER and not causal:  # (causal: leaner from plain layers, see _fused_attention)
+        out = ctx._noted(flavour.add_attention(ctx.network, q, k, v).get_output(0), ctx.dims(q))
     else:
         out = attention(ctx, q, k, v, [(_causal(ctx, L, L, 4), KEEP)] if causal else [], 1.0, dtype)
     merge = ctx.shuffle(out, (0, E, -1, 1), first=(0, 1, 3, 2) if batch_first else (2, 1, 3, 0), copy_zeros=True)

@@ -73,7 +73,7 @@ class ConversionContext:
         self.network = _NamedNetwork(network, self)
         self.policy = policy or PrecisionPolicy()
         self.module_path = ""
-        self.sibling_projections: frozenset = frozenset()  # see layout.sibling_projections
+        self.token_model = False  # see layout.may_enter
         self.op = "op"
         self.fp32_region = False  # inside a converter that keeps float32 under reduced precision
         self._tensors: dict[int, tuple] = {}  # id(torch tensor) -> (tensor kept alive, ITensor)

@@ -260,24 +260,24 @@ def unit_affine(ctx: Any, channels: int, rank: int, dtype: Any) -> tuple:
 
 def may_enter(ctx: Any, value: torch.Tensor) -> bool:
     """Whether a linear layer or layer norm may bring ``value`` into channel layout. Not a token sequence
-    (rank 3 or less) of a model with separate query, key and value projections (``sibling_projections``):
-    out of the layout TensorRT merges those sibling matrix multiplies into one GEMM and reads the heads
-    from it without transposes, which it does not do for sibling 1x1 convolutions (BERT-base: 194 kernels
-    in channel layout, 157 out of it, as many as the ONNX route's). Vision transformers and channels-last
-    CNN blocks keep the layout (ViT, Swin, ConvNeXt: fewer kernels and bytes with it)."""
-    return value.dim() > 3 or not ctx.sibling_projections
+    (rank 3 or less) of a text model (``token_model``): there the projections are matrix multiplies
+    TensorRT merges (sibling query, key and value projections into one GEMM) and whose heads it reads in
+    place, which it does not do for 1x1 convolutions. Same builder, kernels / MB moved, in channel layout
+    and out of it: BERT-base 194/681.5 and 157/671.1 (the ONNX route: 157/671.9), GPT-2 218 and 169
+    kernels. Vision transformers and channels-last CNN blocks keep the layout (ViT-B/16
+    185 kernels in it, 197 out of it; Swin-T 213 and 225; ConvNeXt-T 84 and 100)."""
+    return value.dim() > 3 or not ctx.token_model
 
 
-def sibling_projections(module: Any) -> frozenset:
-    """Module paths of the ``nn.Linear`` layers that have two or more ``nn.Linear`` siblings of the same input
-    width (separate query, key and value projections)."""
-    paths: set = set()
+def token_model(module: Any) -> bool:
+    """A text model: token embeddings (``nn.Embedding``), or separate query, key and value ``nn.Linear``
+    projections (three or more sibling linear layers of one input width)."""
     if not isinstance(module, torch.nn.Module):
-        return frozenset()
-    for parent_name, parent in module.named_modules():
-        groups: dict = {}
-        for name, child in parent.named_children():
-            if isinstance(child, torch.nn.Linear):
-                groups.setdefault(child.in_features, []).append(f"{parent_name}.{name}" if parent_name else name)
-        paths.update(p for names in groups.values() if len(names) >= 3 for p in names)
-    return frozenset(paths)
+        return False
+    for parent in module.modules():
+        if isinstance(parent, torch.nn.Embedding):
+            return True
+        widths = [child.in_features for child in parent.children() if isinstance(child, torch.nn.Linear)]
+        if any(widths.count(w) >= 3 for w in widths):
+            return True
+    return False

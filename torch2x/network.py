@@ -226,7 +226,7 @@ def new_context(module: Any, options: dict) -> tuple:
     if isinstance(module, torch.nn.Module):
         ctx.weight_names = {id(t): name for name, t in
                             [*module.named_parameters(remove_duplicate=False), *module.named_buffers()]}
-        ctx.sibling_projections = layout.sibling_projections(module)
+        ctx.token_model = layout.token_model(module)
     return builder, network, ctx
 
 
